@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Build the pinned Go tools (hack/tools.env) into a cache outside the source tree.
+#
+#   hack/tools.sh            build whatever is missing, print the tools directory
+#   hack/tools.sh dir        print the directory only (nothing is built)
+#
+# Layout: $KITPIN_TOOLS_CACHE/<tool>-<version>/<binary>; a build is reused when present.
+# KITPIN_TOOLS_DIR (a directory holding the binaries, e.g. envtest's) skips the build
+# for every binary found there.
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=/dev/null
+. "$here/tools.env"
+cache=${KITPIN_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kitpin/tools}
+export CGO_ENABLED=0 GOFLAGS=-buildvcs=false
+export GOTOOLCHAIN=${GOTOOLCHAIN:-local}
+
+log() { printf 'tools: %s\n' "$*" >&2; }
+
+have() { # have BINARY DIR
+  [ -n "${KITPIN_TOOLS_DIR:-}" ] && [ -x "$KITPIN_TOOLS_DIR/$1" ] && return 0
+  [ -x "$2/$1" ]
+}
+
+# wrapper_module DIR MODULE@VERSION: a throwaway module that requires MODULE.
+wrapper_module() {
+  rm -rf "$1" && mkdir -p "$1"
+  (cd "$1" && go mod init kitpin.dev/toolbuild >/dev/null 2>&1)
+}
+
+build_kubernetes() {
+  local v=$KUBERNETES_VERSION out="$cache/kubernetes-$KUBERNETES_VERSION"
+  if have kube-apiserver "$out" && have kube-controller-manager "$out"; then return; fi
+  log "building kube-apiserver and kube-controller-manager $v (several minutes cold)"
+  local work; work=$(mktemp -d); trap 'rm -rf "$work"' RETURN
+  wrapper_module "$work"
+  local gomod minor="${v#v1.}"; minor=${minor%%.*}
+  gomod=$(cd "$work" && go mod download -json "k8s.io/kubernetes@$v" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
+  # Every staging module k8s.io/kubernetes requires at v0.0.0 is replaced by its published v0.MINOR.PATCH.
+  local staging; staging=$(python3 - "$gomod" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+print(" ".join(sorted(set(re.findall(r"^\s*(k8s\.io/[\w.-]+)\s+=>\s+\./staging/", text, re.M)))))
+PY
+)
+  local patch="v0.${v#v1.}"
+  (
+    cd "$work"
+    local args=()
+    for m in $staging; do args+=("-replace=$m=$m@$patch"); done
+    go mod edit "${args[@]}"
+    go get "k8s.io/kubernetes@$v" >/dev/null 2>&1 || go get "k8s.io/kubernetes@$v"
+    cat > tools.go <<'GO'
+//go:build tools
+
+package tools
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+)
+GO
+    go mod tidy >/dev/null 2>&1 || go mod tidy
+    local ld="-s -w -X k8s.io/component-base/version.gitVersion=$v -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
+    mkdir -p "$out.tmp"
+    go build -trimpath -ldflags "$ld" -o "$out.tmp/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
+    go build -trimpath -ldflags "$ld" -o "$out.tmp/kube-controller-manager" k8s.io/kubernetes/cmd/kube-controller-manager
+  )
+  rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
+# build_simple NAME VERSION BINARY PACKAGE: `go get PACKAGE@VERSION` in a throwaway module, then build.
+build_simple() {
+  local name=$1 v=$2 bin=$3 pkg=$4 out="$cache/$1-$2"
+  if have "$bin" "$out"; then return; fi
+  log "building $bin $v"
+  local work; work=$(mktemp -d); trap 'rm -rf "$work"' RETURN
+  wrapper_module "$work"
+  (
+    cd "$work"
+    go get "$pkg@$v" >/dev/null 2>&1 || go get "$pkg@$v"
+    mkdir -p "$out.tmp"
+    go build -trimpath -ldflags "-s -w" -o "$out.tmp/$bin" "$pkg"
+  )
+  rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
+case "${1:-build}" in
+  dir) echo "$cache"; exit 0 ;;
+  build) ;;
+  *) echo "usage: hack/tools.sh [build|dir]" >&2; exit 2 ;;
+esac
+
+command -v go >/dev/null || { echo "tools: Go is required to build the tools (or set KITPIN_TOOLS_DIR)" >&2; exit 1; }
+mkdir -p "$cache"
+start=$(date +%s)
+build_simple etcd "$ETCD_VERSION" etcd go.etcd.io/etcd/server/v3
+build_simple registry "$DISTRIBUTION_VERSION" registry github.com/distribution/distribution/v3/cmd/registry
+build_simple helm "$HELM_VERSION" helm helm.sh/helm/v3/cmd/helm
+build_simple oras "$ORAS_VERSION" oras oras.land/oras/cmd/oras
+build_kubernetes
+log "tools ready in $cache ($(( $(date +%s) - start ))s)"
+echo "$cache"
