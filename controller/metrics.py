@@ -1,0 +1,169 @@
+"""Prometheus metrics for kitpin, and the registry they live in.
+
+Each :class:`Metrics` owns its own ``CollectorRegistry`` instead of using the process-global
+default one, so tests and several controllers in one process never collide; the webhook
+server exposes ``metrics.registry`` (``render()``) on ``/metrics``.
+
+Label values are always drawn from small, fixed sets so cardinality stays bounded:
+
+- ``reason``: the constant ``reason`` of an :mod:`controller.errors` class;
+- ``registry``: a registry ``host[:port]`` the host policy allowed (a handful per cluster);
+- ``kind``: ``manifest`` | ``token`` | ``blob``;
+- ``webhook`` / ``outcome``: names fixed by the webhook layer.
+
+References, repositories, tags, digests and credential identities are never label values.
+
+Resolver counters add up: every ``kitpin_resolver_requests_total`` is exactly one of a cache
+hit, a cache miss (this call started a registry fetch) or a coalesced call (joined a fetch
+already in flight). Stale answers and errors are counted on top of that, per caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final, Literal
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+
+from controller import errors
+
+__all__ = ["CONTENT_TYPE", "Metrics", "RegistryRequestKind"]
+
+RegistryRequestKind = Literal["manifest", "token", "blob"]
+
+CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
+"""The ``Content-Type`` of :meth:`Metrics.render`'s output."""
+
+# Resolutions must finish within the resolver deadline (8 s by default, below the 10 s webhook
+# timeout), so the buckets stop at 10 s; the low end shows cache-speed and LAN-registry speed.
+_LATENCY_BUCKETS: Final = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    8.0,
+    10.0,
+)
+
+_REGISTRY_ERROR_REASONS: Final = tuple(
+    cls.reason
+    for cls in (
+        errors.RegistryError,
+        errors.NotFoundError,
+        errors.UnauthorizedError,
+        errors.ForbiddenError,
+        errors.RateLimitedError,
+        errors.RegistryTimeoutError,
+        errors.UnreachableError,
+        errors.BadResponseError,
+        errors.ManifestTooLargeError,
+        errors.DigestMismatchError,
+        errors.HostNotAllowedError,
+    )
+)
+
+
+class Metrics:
+    """All of kitpin's counters and histograms, in a registry of their own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+
+        # -- resolver -------------------------------------------------------------------------
+        self.resolver_requests = Counter(
+            "kitpin_resolver_requests",
+            "Resolutions asked of the resolver (each is a hit, a miss or coalesced).",
+            registry=r,
+        )
+        self.resolver_cache_hits = Counter(
+            "kitpin_resolver_cache_hits",
+            "Resolutions answered from a fresh cache entry (positive or negative).",
+            registry=r,
+        )
+        self.resolver_cache_misses = Counter(
+            "kitpin_resolver_cache_misses",
+            "Resolutions that started a registry fetch.",
+            registry=r,
+        )
+        self.resolver_coalesced = Counter(
+            "kitpin_resolver_coalesced",
+            "Resolutions that joined a registry fetch already in flight for the same key.",
+            registry=r,
+        )
+        self.resolver_stale_served = Counter(
+            "kitpin_resolver_stale_served",
+            "Resolutions answered with an expired, previously verified digest because the "
+            "registry failed (stale-if-error).",
+            registry=r,
+        )
+        self.resolver_errors = Counter(
+            "kitpin_resolver_errors",
+            "Resolutions that ended in an error, by error reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.resolver_fetch_seconds = Histogram(
+            "kitpin_resolver_fetch_seconds",
+            "Duration of registry fetches made by the resolver (success or failure).",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        for reason in _REGISTRY_ERROR_REASONS:
+            self.resolver_errors.labels(reason=reason)
+
+        # -- registry client ------------------------------------------------------------------
+        self.registry_requests = Counter(
+            "kitpin_registry_requests",
+            "HTTP requests sent to registries, by registry host and kind.",
+            ["registry", "kind"],
+            registry=r,
+        )
+
+        # -- webhook (filled in by the admission layer) ---------------------------------------
+        self.admission_reviews = Counter(
+            "kitpin_admission_reviews",
+            "AdmissionReviews answered, by webhook and outcome.",
+            ["webhook", "outcome"],
+            registry=r,
+        )
+        self.admission_duration_seconds = Histogram(
+            "kitpin_admission_duration_seconds",
+            "Time to answer an AdmissionReview, by webhook.",
+            ["webhook"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+
+    def count_registry_request(self, registry: str, kind: RegistryRequestKind) -> None:
+        """Count one HTTP request to ``registry`` (a policy-allowed ``host[:port]``)."""
+        self.registry_requests.labels(registry=registry, kind=kind).inc()
+
+    def count_resolver_error(self, reason: str) -> None:
+        """Count one resolution that ended in an error with this ``reason``."""
+        self.resolver_errors.labels(reason=reason).inc()
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric (``Content-Type``:
+        :data:`CONTENT_TYPE`)."""
+        return generate_latest(self.registry)
+
+    def value(self, name: str, labels: Mapping[str, str] | None = None) -> float:
+        """The current value of one sample, 0.0 when it does not exist yet. ``name`` is the
+        full sample name, e.g. ``kitpin_resolver_cache_hits_total``. Meant for tests."""
+        sample = self.registry.get_sample_value(name, dict(labels) if labels else None)
+        return 0.0 if sample is None else sample
