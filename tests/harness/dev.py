@@ -1,0 +1,243 @@
+"""A long-lived local environment for humans: ``make dev-up`` / ``make dev-down``.
+
+    python -m tests.harness.dev up       # control plane + plain-HTTP registry, detached
+    python -m tests.harness.dev status   # exit 0 when everything is up
+    python -m tests.harness.dev down     # stop everything, remove the state (logs are kept)
+
+State lives in ``$KITPIN_DEV_DIR`` (default ``<repo>/.dev``)::
+
+    state.json      pids, binaries, endpoints
+    env             `export KUBECONFIG=...` and `export KITPIN_REGISTRY=127.0.0.1:PORT`
+    controlplane/   etcd data, PKI, kubeconfig
+    registry/       registry config, storage and log (the log is kept in logs/ by `down`)
+    logs/           one log per component (appended to across runs; kept by `down`)
+
+The processes run in their own sessions, so they outlive the command that started them;
+``down`` stops each recorded process group (after checking the pid still runs the recorded
+binary, so a recycled pid is never signalled).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from tests.harness import procs, tools
+from tests.harness.controlplane import ControlPlane
+from tests.harness.registry import RegistryServer
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+STOP_GRACE = 10.0
+
+
+def dev_dir() -> Path:
+    """``$KITPIN_DEV_DIR`` or ``<repo>/.dev``, absolute."""
+    return Path(os.environ.get("KITPIN_DEV_DIR") or REPO_ROOT / ".dev").resolve()
+
+
+# -- registry ------------------------------------------------------------------------------
+
+
+def start_registry(directory: Path) -> tuple[procs.Process, str]:
+    """Start a plain-HTTP registry (:class:`RegistryServer`, storage under ``directory``);
+    return its process and ``host:port``."""
+    server = RegistryServer(workdir=directory).start()
+    # RegistryServer has no public handle on its process yet; dev needs the pid to record.
+    process = server._process
+    assert process is not None
+    return process, server.host
+
+
+# -- recorded processes --------------------------------------------------------------------
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def _running(pid: int, binary: str) -> bool:
+    """True when ``pid`` is alive and still runs ``binary`` (not a recycled pid)."""
+    cmd = _cmdline(pid)
+    return bool(cmd) and cmd[0] == binary
+
+
+def _stop_group(pid: int, binary: str) -> None:
+    """SIGTERM the process group ``pid`` leads, SIGKILL after a grace period."""
+    if not _running(pid, binary):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE
+    while _running(pid, binary) and time.monotonic() < deadline:
+        time.sleep(0.05)  # a process we did not spawn: no wait() handle to block on
+    if _running(pid, binary):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+
+
+def _load_state(directory: Path) -> dict[str, object] | None:
+    try:
+        state: dict[str, object] = json.loads((directory / "state.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return state
+
+
+def _components(state: dict[str, object]) -> list[dict[str, object]]:
+    items = state.get("processes")
+    return [c for c in items if isinstance(c, dict)] if isinstance(items, list) else []
+
+
+def _alive(component: dict[str, object]) -> bool:
+    pid, binary = component.get("pid"), component.get("binary")
+    return isinstance(pid, int) and isinstance(binary, str) and _running(pid, binary)
+
+
+def _stop_recorded(state: dict[str, object]) -> None:
+    # Reverse start order: registry, kube-controller-manager, kube-apiserver, etcd.
+    for component in reversed(_components(state)):
+        pid, binary = component.get("pid"), component.get("binary")
+        if isinstance(pid, int) and isinstance(binary, str):
+            _stop_group(pid, binary)
+
+
+def _clear(directory: Path) -> None:
+    """Remove everything in ``directory`` except ``logs/``; logs kept elsewhere (the
+    registry's, in its work dir) are appended to ``logs/<name>`` first."""
+    if not directory.is_dir():
+        return
+    logs = directory / "logs"
+    for stray in directory.glob("*/*.log"):
+        if stray.parent != logs:
+            logs.mkdir(exist_ok=True)
+            with open(logs / stray.name, "ab") as kept:
+                kept.write(stray.read_bytes())
+    for entry in directory.iterdir():
+        if entry.name == "logs":
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
+# -- commands ------------------------------------------------------------------------------
+
+
+def _usage(directory: Path, state: dict[str, object]) -> str:
+    env = directory / "env"
+    try:
+        shown = env.relative_to(Path.cwd())
+    except ValueError:
+        shown = env
+    return (
+        f"kube-apiserver {state.get('apiserver')}, registry {state.get('registry')}\n"
+        f"use it:  . {shown} && kubectl get ns\n"
+        f"logs:    {directory / 'logs'}/\n"
+        f"stop it: make dev-down  (python -m tests.harness.dev down)"
+    )
+
+
+def up(directory: Path) -> int:
+    state = _load_state(directory)
+    if state is not None:
+        if all(_alive(c) for c in _components(state)):
+            print(f"dev environment already up in {directory}")
+            print(_usage(directory, state))
+            return 0
+        print("dev environment partly down: cleaning up and starting afresh", file=sys.stderr)
+        _stop_recorded(state)
+        _clear(directory)
+
+    tools.ensure("etcd", "kube-apiserver", "kube-controller-manager", "registry")
+    directory.mkdir(parents=True, exist_ok=True)
+    _clear(directory)  # leftovers of a crashed `up` (etcd data, certs)
+    log_dir = directory / "logs"
+    started = time.monotonic()
+    cp = ControlPlane(directory / "controlplane", log_dir=log_dir)
+    registry: procs.Process | None = None
+    try:
+        cp.start()
+        registry, address = start_registry(directory / "registry")
+    except BaseException as e:
+        cp.stop()
+        if registry is not None:
+            registry.stop()
+        _clear(directory)
+        print(f"dev-up failed: {e}", file=sys.stderr)
+        if not isinstance(e, procs.HarnessError):
+            raise
+        return 1
+
+    processes = [*cp.processes, registry]
+    state = {
+        "processes": [
+            {"name": p.name, "pid": p.pid, "binary": p.argv[0], "log": str(p.log_path)}
+            for p in processes
+        ],
+        "apiserver": cp.url,
+        "kubeconfig": str(cp.kubeconfig),
+        "registry": address,
+    }
+    (directory / "state.json").write_text(json.dumps(state, indent=2) + "\n")
+    (directory / "env").write_text(
+        f"export KUBECONFIG={cp.kubeconfig}\nexport KITPIN_REGISTRY={address}\n"
+    )
+    print(f"dev environment up in {time.monotonic() - started:.1f}s ({directory})")
+    print(_usage(directory, state))
+    return 0
+
+
+def down(directory: Path) -> int:
+    state = _load_state(directory)
+    if state is None:
+        return 0
+    _stop_recorded(state)
+    _clear(directory)
+    print(f"dev environment stopped; logs kept in {directory / 'logs'}/")
+    return 0
+
+
+def status(directory: Path) -> int:
+    state = _load_state(directory)
+    if state is None:
+        print(f"dev environment not up ({directory})")
+        return 1
+    ok = True
+    for c in _components(state):
+        alive = _alive(c)
+        ok = ok and alive
+        print(
+            f"{c.get('name')!s:24} pid {c.get('pid')!s:8} {'running' if alive else 'NOT RUNNING'}"
+        )
+    if ok:
+        print(_usage(directory, state))
+    return 0 if ok else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.harness.dev",
+        description="Local control plane + registry for development ($KITPIN_DEV_DIR, .dev/).",
+    )
+    parser.add_argument("command", choices=["up", "down", "status"])
+    args = parser.parse_args(argv)
+    directory = dev_dir()
+    commands = {"up": up, "down": down, "status": status}
+    return commands[args.command](directory)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
