@@ -1,0 +1,490 @@
+"""The admission engine: what kitpin decides for one object. No kopf, no HTTP.
+
+The kopf handlers in :mod:`controller.webhook` turn an AdmissionReview into a :class:`Review`,
+call :meth:`Engine.mutate` or :meth:`Engine.validate`, and turn the :class:`Decision` back
+into a kopf patch, warnings or an ``AdmissionError``.
+
+Mutation rules (each outcome has a named reason, see ``Reason``):
+
+1. Every ModelKit reference found by :mod:`controller.sites` is parsed in its own grammar.
+   Malformed ones are left alone here: the validating webhook denies them with the message.
+2. A reference that already carries a digest is left alone (the validating webhook checks it).
+3. The template of a workload that has a controller owner (a ReplicaSet owned by a
+   Deployment, a Job owned by a CronJob) is never mutated: the owner was pinned, and changing
+   the child's template breeds ReplicaSets (k8s-digester #25). Pods are always pinned.
+4. On UPDATE, a site whose reference is unchanged from the old object keeps the digest the
+   old object had: re-applies from GitOps are stable and immutable Job templates stay equal.
+   Only CREATE or a changed reference resolves anew.
+5. Resolution failures deny with the real cause by default; ``failure="warn"`` admits the
+   object unpinned, with a warning and the ``kitpin.dev/unpinned`` annotation.
+6. Pinned sites are recorded in the ``kitpin.dev/pinned`` annotation: a JSON object mapping
+   each site's JSON pointer to ``{"from", "digest", "resolvedAt"}``.
+
+Validation denies references that can never work (malformed, kit-local, non-sha256 digests)
+and artifacts that are not ModelKits/ModelPacks where a ModelKit is expected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final, Literal, Protocol
+
+from controller import errors, refs, sites
+from controller.registry.types import Credential
+from controller.resolver import Resolution
+
+logger = logging.getLogger(__name__)
+
+AdmissionMode = Literal["pin", "pods-only", "validate-only"]
+FailureMode = Literal["deny", "warn"]
+
+PINNED_ANNOTATION: Final = "kitpin.dev/pinned"
+UNPINNED_ANNOTATION: Final = "kitpin.dev/unpinned"
+IGNORE_LABEL: Final = "kitpin.dev/ignore"
+
+MODEL_FORMATS: Final = frozenset({"kitops-modelkit", "modelpack"})
+KITOPS_INDEX_ARTIFACT_TYPE: Final = "application/vnd.kitops.modelkit.index.v1+json"
+
+# Workload kinds whose pod template is left alone when they have a controller owner.
+TEMPLATE_KINDS: Final = frozenset(
+    {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob"}
+)
+
+
+class Reason:
+    """Named outcomes (k8s-digester style): used in logs, metrics and denial messages."""
+
+    PINNED: Final = "Pinned"
+    KEPT: Final = "KeptFromOldObject"
+    NOTHING_TO_DO: Final = "NoModelKitReferences"
+    OWNED: Final = "TemplateOwnedByController"
+    PODS_ONLY: Final = "PodsOnlyMode"
+    VALIDATE_ONLY: Final = "ValidateOnlyMode"
+    IGNORED_NAMESPACE: Final = "IgnoredNamespace"
+    INVALID_REFERENCE: Final = "InvalidReference"
+    NOT_A_MODELKIT: Final = "NotAModelKit"
+    UNRESOLVABLE_VALUE: Final = "UnresolvableValue"
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdmissionSettings:
+    """How the webhooks behave. Every field has a safe default."""
+
+    mode: AdmissionMode = "pin"
+    """``pin`` (default) pins Pods and workload templates; ``pods-only`` pins Pods but never
+    rewrites workload specs (for GitOps tools that fight spec changes); ``validate-only``
+    never mutates anything."""
+
+    failure: FailureMode = "deny"
+    """On a resolution failure: ``deny`` (default, safe: nothing runs unpinned) with the real
+    cause, or ``warn``: admit unpinned with a warning and the ``kitpin.dev/unpinned``
+    annotation."""
+
+    deadline: float = 8.0
+    """Seconds one review may spend resolving. Must stay below the webhook's
+    ``timeoutSeconds`` (10 s by default) so kitpin answers with the real cause before the
+    apiserver gives up (Ratify #92)."""
+
+    ignored_namespaces: frozenset[str] = frozenset(
+        {"kube-system", "kube-public", "kube-node-lease"}
+    )
+    """Namespaces never touched (the controller's own is added at start-up). Namespaces
+    labelled ``kitpin.dev/ignore=true`` are skipped too."""
+
+    sites: sites.SitesSettings = field(default_factory=sites.SitesSettings)
+    """Where references are looked for (env names, kit CLI images, extra CRD sites)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Review:
+    """The parts of an AdmissionReview request the engine reads."""
+
+    operation: str
+    namespace: str
+    obj: Mapping[str, Any]
+    old: Mapping[str, Any] | None = None
+    dry_run: bool = False
+    namespace_ignored: bool = False
+    """The namespace carries ``kitpin.dev/ignore=true`` (looked up by the caller)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Denial:
+    reason: str
+    message: str
+    code: int = 403
+
+
+@dataclass(frozen=True, kw_only=True)
+class Decision:
+    """What to answer. ``values`` maps JSON pointers to new string values; ``annotations``
+    maps annotation keys to new values (None removes)."""
+
+    reason: str
+    values: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str | None] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+    denial: Denial | None = None
+
+    @property
+    def allowed(self) -> bool:
+        return self.denial is None
+
+    @property
+    def changes(self) -> bool:
+        return bool(self.values or self.annotations)
+
+
+class Resolver(Protocol):
+    async def resolve(
+        self,
+        ref: refs.Reference,
+        *,
+        credential: Credential | None = None,
+        deadline: float | None = None,
+    ) -> Resolution: ...
+
+
+class Credentials(Protocol):
+    """Finds the credential for one registry on behalf of one object (its namespace's pull
+    secrets, then central ones). Never crosses namespaces."""
+
+    async def lookup(
+        self,
+        *,
+        namespace: str,
+        registry: str,
+        repository: str,
+        pod_spec: Mapping[str, Any] | None,
+    ) -> Credential | None: ...
+
+
+class NoCredentials:
+    """Anonymous access everywhere (the CLI without --docker-config, unit tests)."""
+
+    async def lookup(
+        self,
+        *,
+        namespace: str,
+        registry: str,
+        repository: str,
+        pod_spec: Mapping[str, Any] | None,
+    ) -> Credential | None:
+        return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Found:
+    site: sites.Site
+    ref: refs.Reference
+
+
+class Engine:
+    """Decides mutations and validations; holds no per-request state."""
+
+    def __init__(
+        self,
+        resolver: Resolver,
+        *,
+        credentials: Credentials | None = None,
+        settings: AdmissionSettings | None = None,
+    ) -> None:
+        self.resolver = resolver
+        self.credentials: Credentials = credentials or NoCredentials()
+        self.settings = settings or AdmissionSettings()
+
+    # --- mutation ------------------------------------------------------------------------
+
+    async def mutate(self, review: Review) -> Decision:
+        skip = self._skip_reason(review)
+        if skip is not None:
+            return Decision(reason=skip)
+        if self.settings.mode == "validate-only":
+            return Decision(reason=Reason.VALIDATE_ONLY)
+        findings = sites.find(review.obj, self.settings.sites)
+        warnings = [_unresolvable_warning(u) for u in findings.unresolvable]
+        if not findings.sites:
+            return Decision(reason=Reason.NOTHING_TO_DO, warnings=tuple(warnings))
+
+        kind = str(review.obj.get("kind", ""))
+        if kind in TEMPLATE_KINDS:
+            if self.settings.mode == "pods-only":
+                return Decision(reason=Reason.PODS_ONLY, warnings=tuple(warnings))
+            if sites.controller_owner(review.obj) is not None:
+                return Decision(reason=Reason.OWNED, warnings=tuple(warnings))
+
+        existing = _read_pins(review.obj)
+        old_values = self._old_values(review)
+        values: dict[str, str] = {}
+        records: dict[str, dict[str, str]] = {}
+        to_resolve: list[_Found] = []
+
+        for site in findings.sites:
+            try:
+                ref = refs.parse(site.reference_text, grammar=site.grammar)
+            except errors.ReferenceError:
+                continue  # the validating webhook denies it with the full message
+            if ref.digest is not None:
+                record = existing.get(site.path)
+                if record is not None and record.get("digest") == ref.digest:
+                    records[site.path] = record
+                continue
+            kept = _kept_digest(site, ref, old_values.get(site.path))
+            if kept is not None:
+                values[site.path] = site.prefix + ref.pinned(kept)
+                previous = _read_pins(review.old or {}).get(site.path)
+                records[site.path] = (
+                    previous
+                    if previous is not None and previous.get("digest") == kept
+                    else _record(site.value, kept, None)
+                )
+                continue
+            to_resolve.append(_Found(site=site, ref=ref))
+
+        failures: list[tuple[_Found, errors.RegistryError]] = []
+        if to_resolve:
+            pod_spec = _pod_spec(review.obj)
+            results = await self._resolve_all(review.namespace, to_resolve, pod_spec)
+            for found, result in zip(to_resolve, results, strict=True):
+                if isinstance(result, errors.RegistryError):
+                    failures.append((found, result))
+                    continue
+                values[found.site.path] = found.site.prefix + found.ref.pinned(result.digest)
+                records[found.site.path] = _record(
+                    found.site.value, result.digest, result.resolved_at
+                )
+                if result.stale:
+                    warnings.append(
+                        f"{found.site.where}: the registry could not be reached "
+                        f"({result.stale_reason}); pinned to the last verified digest "
+                        f"{result.digest} from {_rfc3339(result.resolved_at)}"
+                    )
+
+        annotations: dict[str, str | None] = {}
+        if failures:
+            messages = [f"{f.site.where}: cannot pin '{f.site.value}': {e}" for f, e in failures]
+            if self.settings.failure == "deny":
+                return Decision(
+                    reason=failures[0][1].reason,
+                    denial=Denial(
+                        reason=failures[0][1].reason,
+                        message="kitpin could not pin every ModelKit reference, so nothing "
+                        "was admitted: " + "; ".join(messages),
+                    ),
+                    warnings=tuple(warnings),
+                )
+            warnings.extend(f"admitted unpinned (failure mode warn): {m}" for m in messages)
+            annotations[UNPINNED_ANNOTATION] = json.dumps(
+                {f.site.path: {"from": f.site.value, "reason": e.reason} for f, e in failures},
+                sort_keys=True,
+                separators=(",", ":"),
+            )
+        elif _annotations(review.obj).get(UNPINNED_ANNOTATION) is not None:
+            annotations[UNPINNED_ANNOTATION] = None
+
+        pinned_text = (
+            json.dumps(records, sort_keys=True, separators=(",", ":")) if records else None
+        )
+        if _annotations(review.obj).get(PINNED_ANNOTATION) != pinned_text:
+            annotations[PINNED_ANNOTATION] = pinned_text
+        values = {p: v for p, v in values.items() if sites.get(review.obj, p) != v}
+        reason = Reason.PINNED if to_resolve else Reason.KEPT if values else Reason.NOTHING_TO_DO
+        return Decision(
+            reason=reason, values=values, annotations=annotations, warnings=tuple(warnings)
+        )
+
+    # --- validation ----------------------------------------------------------------------
+
+    async def validate(self, review: Review) -> Decision:
+        skip = self._skip_reason(review)
+        if skip is not None:
+            return Decision(reason=skip)
+        findings = sites.find(review.obj, self.settings.sites)
+        warnings = [_unresolvable_warning(u) for u in findings.unresolvable]
+        problems: list[str] = []
+        found: list[_Found] = []
+        for site in findings.sites:
+            try:
+                found.append(
+                    _Found(site=site, ref=refs.parse(site.reference_text, grammar=site.grammar))
+                )
+            except errors.ReferenceError as e:
+                problems.append(f"{site.where}: {e}")
+        if problems:
+            return Decision(
+                reason=Reason.INVALID_REFERENCE,
+                denial=Denial(reason=Reason.INVALID_REFERENCE, message="; ".join(problems)),
+                warnings=tuple(warnings),
+            )
+
+        # Only ModelKit sites need the artifact checked; owned templates were checked at the
+        # owner and their references carry the owner's digests (cache hits).
+        expected = [f for f in found if f.site.expects_modelkit]
+        if not expected:
+            return Decision(reason=Reason.NOTHING_TO_DO, warnings=tuple(warnings))
+        results = await self._resolve_all(review.namespace, expected, _pod_spec(review.obj))
+        failures: list[str] = []
+        for f, result in zip(expected, results, strict=True):
+            if isinstance(result, errors.RegistryError):
+                failures.append(f"{f.site.where}: cannot check '{f.site.value}': {result}")
+                continue
+            problem = _not_a_modelkit(f, result)
+            if problem:
+                problems.append(problem)
+        if problems:
+            return Decision(
+                reason=Reason.NOT_A_MODELKIT,
+                denial=Denial(reason=Reason.NOT_A_MODELKIT, message="; ".join(problems)),
+                warnings=tuple(warnings),
+            )
+        if failures:
+            if self.settings.failure == "deny":
+                return Decision(
+                    reason=errors.RegistryError.reason,
+                    denial=Denial(reason=errors.RegistryError.reason, message="; ".join(failures)),
+                    warnings=tuple(warnings),
+                )
+            warnings.extend(f"not verified (failure mode warn): {m}" for m in failures)
+        return Decision(reason=Reason.NOTHING_TO_DO, warnings=tuple(warnings))
+
+    # --- helpers -------------------------------------------------------------------------
+
+    def _old_values(self, review: Review) -> dict[str, str]:
+        """On UPDATE: the string at every site of the old object, by JSON pointer."""
+        if review.operation != "UPDATE" or review.old is None:
+            return {}
+        return {s.path: s.value for s in sites.find(review.old, self.settings.sites).sites}
+
+    def _skip_reason(self, review: Review) -> str | None:
+        if review.namespace_ignored or review.namespace in self.settings.ignored_namespaces:
+            return Reason.IGNORED_NAMESPACE
+        return None
+
+    async def _resolve_all(
+        self, namespace: str, found: Sequence[_Found], pod_spec: Mapping[str, Any] | None
+    ) -> list[Resolution | errors.RegistryError]:
+        """Resolve every reference concurrently (one request per distinct reference and
+        credential; the resolver coalesces), all within the engine's deadline."""
+        deadline = self.settings.deadline
+        repositories = sorted({(f.ref.registry, f.ref.repository) for f in found})
+        try:
+            async with asyncio.timeout(deadline):
+                looked_up = await asyncio.gather(
+                    *(
+                        self.credentials.lookup(
+                            namespace=namespace,
+                            registry=registry,
+                            repository=repository,
+                            pod_spec=pod_spec,
+                        )
+                        for registry, repository in repositories
+                    )
+                )
+        except TimeoutError:
+            err = errors.RegistryTimeoutError(
+                f"looking up pull secrets in namespace {namespace!r} took longer than "
+                f"{deadline:g}s; check the apiserver's health"
+            )
+            return [err for _ in found]
+        creds = dict(zip(repositories, looked_up, strict=True))
+
+        async def one(f: _Found) -> Resolution | errors.RegistryError:
+            try:
+                return await self.resolver.resolve(
+                    f.ref,
+                    credential=creds.get((f.ref.registry, f.ref.repository)),
+                    deadline=deadline,
+                )
+            except errors.RegistryError as e:
+                return e
+
+        return list(await asyncio.gather(*(one(f) for f in found)))
+
+
+def _unresolvable_warning(u: sites.Unresolvable) -> str:
+    return f"{u.where}: {u.why}; kitpin cannot pin a value it cannot see"
+
+
+def _rfc3339(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _record(original: str, digest: str, resolved_at: datetime | None) -> dict[str, str]:
+    return {
+        "from": original,
+        "digest": digest,
+        "resolvedAt": _rfc3339(resolved_at or datetime.now(UTC)),
+    }
+
+
+def _annotations(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    meta = obj.get("metadata")
+    if not isinstance(meta, Mapping):
+        return {}
+    annotations = meta.get("annotations")
+    return annotations if isinstance(annotations, Mapping) else {}
+
+
+def _read_pins(obj: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+    """The ``kitpin.dev/pinned`` records of an object; an unreadable annotation counts as
+    none (it is ours to rewrite)."""
+    text = _annotations(obj).get(PINNED_ANNOTATION)
+    if not isinstance(text, str):
+        return {}
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {
+        k: {kk: vv for kk, vv in v.items() if isinstance(vv, str)}
+        for k, v in data.items()
+        if isinstance(k, str) and isinstance(v, dict)
+    }
+
+
+def _kept_digest(site: sites.Site, ref: refs.Reference, old_value: str | None) -> str | None:
+    """The old object's digest for this site, if the reference itself did not change."""
+    if old_value is None or not old_value.startswith(site.prefix):
+        return None
+    try:
+        old = refs.parse(old_value[len(site.prefix) :], grammar=site.grammar)
+    except errors.ReferenceError:
+        return None
+    if old.digest is None:
+        return None
+    if old.canonical_name == ref.canonical_name and old.tag == ref.tag:
+        return old.digest
+    return None
+
+
+def _pod_spec(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    pointer = sites.pod_template_path(obj)
+    if pointer is None:
+        return None
+    spec = sites.get(obj, pointer)
+    return spec if isinstance(spec, Mapping) else None
+
+
+def _not_a_modelkit(f: _Found, result: Resolution) -> str | None:
+    manifest = result.manifest
+    if manifest.format in MODEL_FORMATS:
+        return None
+    if manifest.format == "oci-index" and manifest.artifact_type == KITOPS_INDEX_ARTIFACT_TYPE:
+        return None
+    what = {
+        "oci-index": "an image index (a multi-platform image or a list of artifacts)",
+        "other": "not a ModelKit (config media type "
+        f"{manifest.config_media_type or 'unknown'!r}; a container image or another artifact)",
+    }.get(manifest.format, manifest.format)
+    return (
+        f"{f.site.where}: '{f.site.value}' resolves to {result.digest}, which is {what}; "
+        "this field expects a KitOps ModelKit or a CNCF ModelPack (made with `kit pack`, "
+        "optionally `--use-model-pack`): point it at the ModelKit's repository and tag"
+    )

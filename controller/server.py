@@ -1,0 +1,131 @@
+"""The HTTPS server the apiserver calls: kopf's webhook server plus probes and metrics.
+
+kopf's :class:`kopf.WebhookServer` serves ``POST /<handler-id>`` with aiohttp's default body
+cap of 1 MiB. An UPDATE review carries the object twice; Kubernetes objects may reach about
+1.5 MiB each (etcd's limit), so kitpin accepts bodies up to ``max_body`` (8 MiB). It also
+serves, on the same port (so probes prove the webhook port itself answers):
+
+- ``GET /healthz`` — the process serves HTTP;
+- ``GET /readyz``  — the handlers are registered and the server is up;
+- ``GET /metrics`` — Prometheus exposition of :mod:`controller.metrics`.
+
+Certificate files are re-read when they change (cert-manager rotations), like kopf does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import os
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp.web
+import kopf
+from kopf._core.engines import admission as kopf_admission  # its error types: no public alias
+
+logger = logging.getLogger(__name__)
+
+MAX_BODY = 8 * 1024 * 1024
+
+
+class WebhookServer(kopf.WebhookServer):
+    """kopf's webhook server with an explicit body cap and probe/metrics routes."""
+
+    def __init__(
+        self,
+        *,
+        metrics_render: Callable[[], bytes] | None = None,
+        max_body: int = MAX_BODY,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.metrics_render = metrics_render
+        self.max_body = max_body
+        self.ready = False
+
+    async def __call__(self, fn: Any) -> AsyncIterator[kopf.WebhookClientConfig]:
+        async def review(request: aiohttp.web.Request) -> aiohttp.web.Response:
+            return await self._review(fn, request)
+
+        async def healthz(_: aiohttp.web.Request) -> aiohttp.web.Response:
+            return aiohttp.web.Response(text="ok\n")
+
+        async def readyz(_: aiohttp.web.Request) -> aiohttp.web.Response:
+            if not self.ready:
+                return aiohttp.web.Response(status=503, text="starting\n")
+            return aiohttp.web.Response(text="ok\n")
+
+        async def metrics(_: aiohttp.web.Request) -> aiohttp.web.Response:
+            body = self.metrics_render() if self.metrics_render else b""
+            return aiohttp.web.Response(
+                body=body, content_type="text/plain", charset="utf-8", headers={}
+            )
+
+        while True:
+            cadata, context = self._build_ssl()
+            prefix = self.path.rstrip("/") if self.path else ""
+            app = aiohttp.web.Application(client_max_size=self.max_body)
+            app.add_routes(
+                [
+                    aiohttp.web.get("/healthz", healthz),
+                    aiohttp.web.get("/readyz", readyz),
+                    aiohttp.web.get("/metrics", metrics),
+                    aiohttp.web.post(f"{prefix}/{{id:.*}}", review),
+                ]
+            )
+            runner = aiohttp.web.AppRunner(app, handle_signals=False, access_log=None)
+            await runner.setup()
+            try:
+                port = self.port or self._allocate_free_port()
+                site = aiohttp.web.TCPSite(
+                    runner, self.addr or None, port, ssl_context=context, reuse_address=True
+                )
+                await site.start()
+                scheme = "http" if context is None else "https"
+                host = self.host or self._get_accessible_addr(self.addr)
+                config: kopf.WebhookClientConfig = {
+                    "url": self._build_url(scheme, host, port, self.path or "")
+                }
+                if cadata is not None:
+                    config["caBundle"] = base64.b64encode(cadata).decode("ascii")
+                logger.info("serving webhooks at %s", config["url"])
+                self.ready = True
+                yield config
+                await self._wait_for_cert_change()
+                logger.info("certificate files changed: restarting the webhook server")
+            finally:
+                self.ready = False
+                await runner.cleanup()
+
+    async def _review(self, fn: Any, request: aiohttp.web.Request) -> aiohttp.web.Response:
+        sslpeer = request.transport.get_extra_info("peercert") if request.transport else None
+        try:
+            data = json.loads(await request.read())
+        except ValueError as e:
+            raise aiohttp.web.HTTPBadRequest(reason=f"not a JSON AdmissionReview: {e}") from e
+        try:
+            response = await fn(
+                data,
+                webhook=request.match_info.get("id"),
+                sslpeer=sslpeer,
+                headers=dict(request.headers),
+            )
+        except kopf_admission.UnknownResourceError as e:
+            raise aiohttp.web.HTTPNotFound(reason=str(e) or None) from e
+        except kopf_admission.WebhookError as e:
+            raise aiohttp.web.HTTPBadRequest(reason=str(e) or None) from e
+        return aiohttp.web.json_response(response)
+
+    def _cert_mtimes(self) -> tuple[float, ...]:
+        files = [f for f in (self.certfile, self.pkeyfile) if f]
+        return tuple(os.stat(f).st_mtime if os.path.exists(f) else 0.0 for f in files)
+
+    async def _wait_for_cert_change(self) -> None:
+        before = self._cert_mtimes()
+        while True:
+            await asyncio.sleep(self.file_check_interval)
+            if before and self._cert_mtimes() != before:
+                return
