@@ -54,6 +54,14 @@ lint: venv ## ruff, mypy --strict and import-linter (the layer contract).
 unit: venv ## Fast unit tests only.
 	$(VENV)/bin/pytest -m 'not integration and not e2e' $(PYTEST_ARGS)
 
+.PHONY: integration
+integration: venv tools ## Integration tests against a real CNCF distribution registry.
+	$(VENV)/bin/pytest -m integration $(PYTEST_ARGS)
+
+.PHONY: e2e
+e2e: venv tools ## End-to-end tests against the real control plane and registry.
+	$(VENV)/bin/pytest -m e2e $(PYTEST_ARGS)
+
 .PHONY: test
 test: venv tools lint ## Everything: lint, unit, integration (real registry) and e2e (real control plane).
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
@@ -67,6 +75,15 @@ dev-up: venv tools ## Start a local control plane + registry; writes $(KITPIN_DE
 .PHONY: dev-down
 dev-down: venv ## Stop what dev-up started.
 	$(PY) -m tests.harness.dev down
+
+.PHONY: dev-status
+dev-status: venv ## Is the local cluster up?
+	$(PY) -m tests.harness.dev status
+
+.PHONY: run
+run: venv ## Run kitpin on 127.0.0.1 against the dev cluster (kopf-managed webhooks; needs dev-up).
+	@[ -f $(KITPIN_DEV_DIR)/env ] || { echo "no $(KITPIN_DEV_DIR)/env: run 'make dev-up' first"; exit 1; }
+	. $(KITPIN_DEV_DIR)/env && $(VENV)/bin/kitpin run --dev
 
 ##@ Demo
 
