@@ -30,8 +30,10 @@ wrapper_module() {
 
 build_kubernetes() {
   local v=$KUBERNETES_VERSION out="$cache/kubernetes-$KUBERNETES_VERSION"
-  if have kube-apiserver "$out" && have kube-controller-manager "$out"; then return; fi
-  log "building kube-apiserver and kube-controller-manager $v (several minutes cold)"
+  local bins=() b
+  for b in kube-apiserver kube-controller-manager kubectl; do have "$b" "$out" || bins+=("$b"); done
+  [ ${#bins[@]} -eq 0 ] && return
+  log "building ${bins[*]} $v (several minutes cold)"
   local work; work=$(mktemp -d); trap 'rm -rf "$work"' RETURN
   wrapper_module "$work"
   local gomod minor="${v#v1.}"; minor=${minor%%.*}
@@ -58,15 +60,17 @@ package tools
 import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kubectl"
 )
 GO
     go mod tidy >/dev/null 2>&1 || go mod tidy
     local ld="-s -w -X k8s.io/component-base/version.gitVersion=$v -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
-    mkdir -p "$out.tmp"
-    go build -trimpath -ldflags "$ld" -o "$out.tmp/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
-    go build -trimpath -ldflags "$ld" -o "$out.tmp/kube-controller-manager" k8s.io/kubernetes/cmd/kube-controller-manager
+    mkdir -p "$out"
+    for b in "${bins[@]}"; do
+      go build -trimpath -ldflags "$ld" -o "$out/$b.tmp" "k8s.io/kubernetes/cmd/$b"
+      mv "$out/$b.tmp" "$out/$b"
+    done
   )
-  rm -rf "$out" && mv "$out.tmp" "$out"
 }
 
 # build_simple NAME VERSION BINARY PACKAGE: `go get PACKAGE@VERSION` in a throwaway module, then build.
@@ -97,7 +101,6 @@ start=$(date +%s)
 build_simple etcd "$ETCD_VERSION" etcd go.etcd.io/etcd/server/v3
 build_simple registry "$DISTRIBUTION_VERSION" registry github.com/distribution/distribution/v3/cmd/registry
 build_simple helm "$HELM_VERSION" helm helm.sh/helm/v3/cmd/helm
-build_simple oras "$ORAS_VERSION" oras oras.land/oras/cmd/oras
 build_kubernetes
 log "tools ready in $cache ($(( $(date +%s) - start ))s)"
 echo "$cache"

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import os
 import shutil
 import ssl
 import subprocess
@@ -106,13 +105,17 @@ def _etcd_has_flag(etcd: Path, flag: str) -> bool:
     return flag in out.stdout + out.stderr
 
 
+@functools.cache
 def kubectl_binary() -> str:
-    """/usr/bin/kubectl, else ``kubectl`` on PATH."""
-    if os.access("/usr/bin/kubectl", os.X_OK):
-        return "/usr/bin/kubectl"
+    """The pinned kubectl from the tools cache (same version as the apiserver), else the
+    machine's ``kubectl``."""
+    try:
+        return str(tools.find("kubectl"))
+    except procs.HarnessError:
+        pass
     found = shutil.which("kubectl")
     if not found:
-        raise procs.HarnessError("kubectl not found (neither /usr/bin/kubectl nor on PATH)")
+        raise procs.HarnessError("kubectl not found: run `make tools` (it builds the pinned one)")
     return found
 
 

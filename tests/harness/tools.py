@@ -27,10 +27,10 @@ TOOLS_SH = REPO_ROOT / "hack" / "tools.sh"
 BINARIES: dict[str, tuple[str, str]] = {
     "kube-apiserver": ("kubernetes", "KUBERNETES_VERSION"),
     "kube-controller-manager": ("kubernetes", "KUBERNETES_VERSION"),
+    "kubectl": ("kubernetes", "KUBERNETES_VERSION"),
     "etcd": ("etcd", "ETCD_VERSION"),
     "registry": ("registry", "DISTRIBUTION_VERSION"),
     "helm": ("helm", "HELM_VERSION"),
-    "oras": ("oras", "ORAS_VERSION"),
 }
 
 

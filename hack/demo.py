@@ -1,0 +1,256 @@
+"""`make demo`: kitpin's main job, end to end, on an embedded default.
+
+1. start a local control plane (etcd, kube-apiserver, kube-controller-manager) and a CNCF
+   distribution registry, all on loopback;
+2. pack a small ModelKit and push it as ``demo/llama:production``;
+3. run kitpin (``kitpin run --dev``) and apply ``examples/`` with kubectl;
+4. show what was applied next to what the apiserver stored, and the ReplicaSet and Pods the
+   controller-manager made from it;
+5. move the ``production`` tag to a new ModelKit, scale up, and show the workload stays pinned.
+
+Everything is torn down at the end; ``KEEP=1`` keeps it running until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.harness import modelkit, procs, tools
+from tests.harness.controlplane import ControlPlane
+from tests.harness.registry import RegistryServer
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+NAMESPACE = "demo"
+KITPIN = ROOT / ".venv" / "bin" / "kitpin"
+
+BOLD, DIM, GREEN, CYAN, RESET = "\033[1m", "\033[2m", "\033[32m", "\033[36m", "\033[0m"
+if not sys.stdout.isatty() or os.environ.get("NO_COLOR"):
+    BOLD = DIM = GREEN = CYAN = RESET = ""
+
+
+def step(text: str) -> None:
+    print(f"\n{BOLD}==> {text}{RESET}", flush=True)
+
+
+def short(digest: str) -> str:
+    return digest[:19] + "…"
+
+
+def side_by_side(rows: list[tuple[str, str, str]]) -> None:
+    """what | applied | stored, wrapped to the terminal."""
+    width = max(len(r[0]) for r in rows)
+    for what, applied, stored in rows:
+        print(f"  {CYAN}{what:<{width}}{RESET}  applied: {applied}")
+        marker = GREEN if stored != applied else ""
+        print(f"  {'':<{width}}  stored:  {marker}{stored}{RESET}")
+
+
+def kubectl_json(cp: ControlPlane, *args: str) -> Any:
+    return json.loads(cp.kubectl(*args, "-o", "json").stdout)
+
+
+def render(path: Path, registry: str) -> str:
+    return path.read_text().replace("${KITPIN_REGISTRY}", registry)
+
+
+def start_kitpin(cp: ControlPlane, registry: str, log_dir: Path) -> procs.Process:
+    port = procs.free_port()
+    env = dict(os.environ)
+    env["KUBECONFIG"] = str(cp.kubeconfig)
+    env["KITPIN_DEV_DIR"] = str(log_dir / "no-dev-env")  # never pick up a developer's .dev
+    process = procs.Process(
+        "kitpin",
+        [
+            str(KITPIN),
+            "run",
+            "--dev",
+            "--port",
+            str(port),
+            "--plain-http-registry",
+            registry,
+        ],
+        log_dir=log_dir,
+        env=env,
+    ).start()
+    insecure = ssl.create_default_context()
+    insecure.check_hostname = False
+    insecure.verify_mode = ssl.CERT_NONE
+
+    def ready() -> bool:
+        process.check_alive()
+        return procs.http_ok(f"https://127.0.0.1:{port}/readyz", ssl_context=insecure)
+
+    procs.wait_until(ready, timeout=60, what="kitpin's /readyz", on_timeout=process.log_tail)
+
+    # The webhook configurations are written by kopf right after start-up; wait until an
+    # admission really goes through kitpin (a server-side dry run of a pinned Pod).
+    probe = textwrap.dedent(
+        f"""
+        apiVersion: v1
+        kind: Pod
+        metadata: {{name: kitpin-probe, namespace: {NAMESPACE}}}
+        spec:
+          containers:
+            - name: c
+              image: busybox
+              env: [{{name: MODELKIT_REF, value: "{registry}/demo/llama:production"}}]
+        """
+    )
+
+    def admitting() -> bool:
+        process.check_alive()
+        out = cp.kubectl("create", "--dry-run=server", "-o", "json", "-f", "-", input=probe)
+        return "@sha256:" in out.stdout
+
+    procs.wait_until(
+        admitting, timeout=60, what="kitpin to answer admissions", on_timeout=process.log_tail
+    )
+    return process
+
+
+def main() -> int:
+    started = time.monotonic()
+    tools.ensure("kube-apiserver", "kube-controller-manager", "etcd", "registry")
+    work = Path(tempfile.mkdtemp(prefix="kitpin-demo-"))
+    keep = os.environ.get("KEEP") == "1"
+    kitpin: procs.Process | None = None
+    cp = ControlPlane(run_dir=work / "controlplane")
+    registry_server = RegistryServer(workdir=work / "registry")
+    try:
+        step("Starting a local control plane (etcd, kube-apiserver, kube-controller-manager)")
+        cp.start()
+        registry_server.start()
+        registry = registry_server.host
+        total = max(cp.startup_seconds.values(), default=0.0)  # cumulative per component
+        print(f"  control plane ready in {total:.1f}s; registry at {registry}")
+
+        step("Packing a ModelKit and pushing it as demo/llama:production")
+        kitfile = modelkit.default_kitfile()
+        first = modelkit.push_modelkit(
+            registry, "demo/llama", "production", kitfile=kitfile, files={}, fmt="kitops", seed=1
+        )
+        print(f"  {registry}/demo/llama:production -> {first}")
+
+        step("Starting kitpin (kitpin run --dev: webhooks on 127.0.0.1, kopf-managed configs)")
+        cp.kubectl("create", "namespace", NAMESPACE)
+        procs.wait_until(
+            lambda: (
+                cp.kubectl("get", "sa", "default", "-n", NAMESPACE, check=False).returncode == 0
+            ),
+            timeout=30,
+            what="the demo namespace's default ServiceAccount",
+        )
+        cp.kubectl("apply", "-f", str(EXAMPLES / "kserve-crd-subset.yaml"))
+        procs.wait_until(
+            lambda: cp.kubectl("get", "inferenceservices", "-A", check=False).returncode == 0,
+            timeout=30,
+            what="the InferenceService CRD to be served",
+        )
+        kitpin = start_kitpin(cp, registry, work / "logs")
+        print("  kitpin is admitting")
+
+        step("kubectl apply -f examples/deployment.yaml -f examples/inferenceservice.yaml")
+        for name in ("deployment.yaml", "inferenceservice.yaml"):
+            result = cp.kubectl(
+                "apply", "-n", NAMESPACE, "-f", "-", input=render(EXAMPLES / name, registry)
+            )
+            print("  " + result.stdout.strip())
+
+        applied_ref = f"{registry}/demo/llama:production"
+        deploy = kubectl_json(cp, "get", "deployment", "llama", "-n", NAMESPACE)
+        isvc = kubectl_json(cp, "get", "inferenceservice", "llama", "-n", NAMESPACE)
+        env = deploy["spec"]["template"]["spec"]["initContainers"][0]["env"][0]["value"]
+        uri = isvc["spec"]["predictor"]["model"]["storageUri"]
+
+        step("What was applied, and what the apiserver stored")
+        side_by_side(
+            [
+                ("Deployment MODELKIT_REF", applied_ref, env),
+                ("InferenceService storageUri", f"kit://{applied_ref}", uri),
+            ]
+        )
+        annotation = json.loads(deploy["metadata"]["annotations"]["kitpin.dev/pinned"])
+        print("\n  annotation kitpin.dev/pinned on the Deployment:")
+        print(textwrap.indent(json.dumps(annotation, indent=2), "    "))
+
+        def pods() -> list[dict[str, Any]]:
+            items: list[dict[str, Any]] = kubectl_json(
+                cp, "get", "pods", "-n", NAMESPACE, "-l", "app=llama"
+            )["items"]
+            return items
+
+        def show_children(expected_pods: int) -> None:
+            procs.wait_until(
+                lambda: len(pods()) >= expected_pods,
+                timeout=60,
+                what=f"{expected_pods} Pods from the controller-manager",
+            )
+            replicasets = kubectl_json(cp, "get", "rs", "-n", NAMESPACE, "-l", "app=llama")["items"]
+            for rs in replicasets:
+                ref = rs["spec"]["template"]["spec"]["initContainers"][0]["env"][0]["value"]
+                print(f"  ReplicaSet {rs['metadata']['name']:<28} {ref}")
+            for pod in pods():
+                ref = pod["spec"]["initContainers"][0]["env"][0]["value"]
+                print(f"  Pod        {pod['metadata']['name']:<28} {ref}")
+            print(f"  ReplicaSets: {len(replicasets)}")
+
+        step("The ReplicaSet and Pods the controller-manager made (no scheduler: Pending)")
+        show_children(2)
+
+        step("Moving the production tag to a new ModelKit in the registry")
+        second = modelkit.push_modelkit(
+            registry, "demo/llama", "production", kitfile=kitfile, files={}, fmt="kitops", seed=2
+        )
+        resolved = subprocess.run(
+            [str(KITPIN), "resolve", "--plain-http", applied_ref],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        print(f"  the tag now points at {second}")
+        print(f"  kitpin resolve {applied_ref}\n    -> {resolved}")
+
+        step("kubectl scale deployment llama --replicas=3: the new Pod still runs the old digest")
+        cp.kubectl("scale", "deployment", "llama", "-n", NAMESPACE, "--replicas=3")
+        show_children(3)
+        refs = {p["spec"]["initContainers"][0]["env"][0]["value"] for p in pods()}
+        assert refs == {f"{applied_ref}@{first}"}, refs
+        print(
+            f"\n{BOLD}{GREEN}Every replica runs {short(first)} although the tag moved to "
+            f"{short(second)}.{RESET}"
+        )
+        print(f"{DIM}demo finished in {time.monotonic() - started:.0f}s{RESET}")
+
+        if keep:
+            print(f"\nKEEP=1: still running. KUBECONFIG={cp.kubeconfig}  registry={registry}")
+            print("Press Ctrl-C to tear everything down.")
+            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        return 0
+    except procs.HarnessError as e:
+        print(f"\ndemo failed: {e}", file=sys.stderr)
+        if kitpin is not None:
+            print(kitpin.log_tail(), file=sys.stderr)
+        print(cp.logs(), file=sys.stderr)
+        return 1
+    finally:
+        step("Tearing down")
+        if kitpin is not None:
+            kitpin.stop()
+        registry_server.stop()
+        cp.stop()
+        print("  done")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
