@@ -153,6 +153,12 @@ class Metrics:
         """Count one HTTP request to ``registry`` (a policy-allowed ``host[:port]``)."""
         self.registry_requests.labels(registry=registry, kind=kind).inc()
 
+    def observe_admission(self, webhook: str, outcome: str, seconds: float) -> None:
+        """Count one answered review. ``webhook`` is ``mutate`` or ``validate``; ``outcome`` a
+        named reason (``Pinned``, ``NotFound``, ...): both bounded sets."""
+        self.admission_reviews.labels(webhook=webhook, outcome=outcome).inc()
+        self.admission_duration_seconds.labels(webhook=webhook).observe(seconds)
+
     def count_resolver_error(self, reason: str) -> None:
         """Count one resolution that ended in an error with this ``reason``."""
         self.resolver_errors.labels(reason=reason).inc()
