@@ -1,0 +1,217 @@
+{{/* Names ------------------------------------------------------------------------------ */}}
+
+{{- define "kitpin.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "kitpin.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "kitpin.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "kitpin.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "kitpin.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "kitpin.labels" -}}
+helm.sh/chart: {{ include "kitpin.chart" . }}
+{{ include "kitpin.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: kitpin
+{{- end -}}
+
+{{- define "kitpin.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "kitpin.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- required "serviceAccount.name is required when serviceAccount.create=false" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "kitpin.image" -}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s:%s@%s" .Values.image.repository $tag .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository $tag -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The Service's in-cluster DNS names: the serving certificate's SANs. */}}
+{{- define "kitpin.serviceDNSNames" -}}
+{{- $svc := include "kitpin.fullname" . -}}
+{{- $ns := .Release.Namespace -}}
+{{- list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.%s" $svc $ns .Values.clusterDomain) | toJson -}}
+{{- end -}}
+
+{{/* TLS --------------------------------------------------------------------------------
+
+Exactly one source of the serving certificate:
+  certManager     tls.certManager.enabled=true
+  existingSecret  tls.existingSecret set (with tls.caBundle, or tls.caBundleInjected=true)
+  generate        neither: the chart generates a CA and a serving certificate
+*/}}
+
+{{- define "kitpin.tlsMode" -}}
+{{- if .Values.tls.certManager.enabled -}}certManager
+{{- else if .Values.tls.existingSecret -}}existingSecret
+{{- else -}}generate
+{{- end -}}
+{{- end -}}
+
+{{- define "kitpin.tlsSecretName" -}}
+{{- if eq (include "kitpin.tlsMode" .) "existingSecret" -}}
+{{- .Values.tls.existingSecret -}}
+{{- else -}}
+{{- printf "%s-tls" (include "kitpin.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "kitpin.certificateName" -}}
+{{- printf "%s-serving" (include "kitpin.fullname" .) -}}
+{{- end -}}
+
+{{/* Webhook resources -----------------------------------------------------------------
+
+Every resource kitpin's handlers are registered for (controller/webhook.py
+BUILTIN_RESOURCES and handler_ids), then the extra CRD sites of settings.sites.extra
+(handler ids pin-<kind lowercased>[-<group with dots as dashes>], like
+webhook.WebhookResource.slug). Rendered as a YAML list; callers use fromYamlArray.
+`template: true` marks the workload kinds whose pod template kitpin pins (skipped by the
+mutating webhook in pods-only mode, where kitpin never rewrites them).
+*/}}
+
+{{- define "kitpin.webhookResources" -}}
+{{- $out := list
+  (dict "id" "pods" "group" "" "versions" (list "v1") "resource" "pods" "scope" "Namespaced" "template" false)
+  (dict "id" "deployments" "group" "apps" "versions" (list "v1") "resource" "deployments" "scope" "Namespaced" "template" true)
+  (dict "id" "statefulsets" "group" "apps" "versions" (list "v1") "resource" "statefulsets" "scope" "Namespaced" "template" true)
+  (dict "id" "daemonsets" "group" "apps" "versions" (list "v1") "resource" "daemonsets" "scope" "Namespaced" "template" true)
+  (dict "id" "replicasets" "group" "apps" "versions" (list "v1") "resource" "replicasets" "scope" "Namespaced" "template" true)
+  (dict "id" "jobs" "group" "batch" "versions" (list "v1") "resource" "jobs" "scope" "Namespaced" "template" true)
+  (dict "id" "cronjobs" "group" "batch" "versions" (list "v1") "resource" "cronjobs" "scope" "Namespaced" "template" true)
+  (dict "id" "inferenceservices" "group" "serving.kserve.io" "versions" (list "v1beta1") "resource" "inferenceservices" "scope" "Namespaced" "template" false)
+-}}
+{{- $seen := dict -}}
+{{- range $i, $site := .Values.settings.sites.extra -}}
+{{- $id := lower $site.kind -}}
+{{- if $site.group -}}{{- $id = printf "%s-%s" $id (replace "." "-" $site.group) -}}{{- end -}}
+{{- $previous := get $seen $id -}}
+{{- if $previous -}}
+{{- if ne $previous.resource $site.plural -}}
+{{- fail (printf "settings.sites.extra[%d]: %s/%s is listed with plural %q and %q; one kind has one plural" $i $site.group $site.kind $previous.resource $site.plural) -}}
+{{- end -}}
+{{- else -}}
+{{- $versions := $site.versions | default (list "*") -}}
+{{- $entry := dict "id" $id "group" $site.group "versions" $versions "resource" $site.plural "scope" ($site.scope | default "*") "template" false -}}
+{{- $_ := set $seen $id $entry -}}
+{{- $out = append $out $entry -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $out -}}
+{{- end -}}
+
+{{/* The namespaceSelector both webhook configurations use. */}}
+{{- define "kitpin.namespaceSelector" -}}
+{{- $excluded := concat (list "kube-system" "kube-public" "kube-node-lease" .Release.Namespace) (.Values.settings.ignoredNamespaces | default list) | uniq -}}
+{{- $expressions := list
+  (dict "key" "kubernetes.io/metadata.name" "operator" "NotIn" "values" $excluded)
+  (dict "key" "kitpin.dev/ignore" "operator" "NotIn" "values" (list "true"))
+-}}
+{{- $user := .Values.webhook.namespaceSelector | default dict -}}
+{{- $selector := dict "matchExpressions" (concat $expressions ($user.matchExpressions | default list)) -}}
+{{- if $user.matchLabels -}}
+{{- $_ := set $selector "matchLabels" $user.matchLabels -}}
+{{- end -}}
+{{- toYaml $selector -}}
+{{- end -}}
+
+{{/* One webhook entry. Arguments: dict "root" $ "r" <resource> "kind" "pin"|"check" "caBundle" <b64 or ""> */}}
+{{- define "kitpin.webhookEntry" -}}
+{{- $root := .root -}}
+- name: {{ printf "%s-%s.kitpin.dev" .kind .r.id }}
+  admissionReviewVersions: ["v1"]
+  sideEffects: None
+  failurePolicy: {{ $root.Values.webhook.failurePolicy }}
+  timeoutSeconds: {{ $root.Values.webhook.timeoutSeconds }}
+  matchPolicy: Equivalent
+  {{- if eq .kind "pin" }}
+  reinvocationPolicy: IfNeeded
+  {{- end }}
+  clientConfig:
+    service:
+      name: {{ include "kitpin.fullname" $root }}
+      namespace: {{ $root.Release.Namespace }}
+      path: {{ printf "/%s-%s" .kind .r.id }}
+      port: {{ $root.Values.service.port }}
+    {{- if .caBundle }}
+    caBundle: {{ .caBundle }}
+    {{- end }}
+  rules:
+    - apiGroups: [{{ .r.group | quote }}]
+      apiVersions: {{ toJson .r.versions }}
+      resources: [{{ .r.resource | quote }}]
+      operations: ["CREATE", "UPDATE"]
+      scope: {{ .r.scope | quote }}
+  namespaceSelector:
+    {{- include "kitpin.namespaceSelector" $root | nindent 4 }}
+  {{- with $root.Values.webhook.objectSelector }}
+  objectSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end -}}
+
+{{/* Settings file (controller/settings.py) from .Values.settings. */}}
+{{- define "kitpin.settingsDocument" -}}
+{{- $s := .Values.settings -}}
+{{- $cache := dict
+  "ttlSeconds" $s.cache.ttlSeconds
+  "negativeTtlSeconds" $s.cache.negativeTtlSeconds
+  "staleIfErrorSeconds" $s.cache.staleIfErrorSeconds
+  "maxEntries" (int $s.cache.maxEntries)
+  "enabled" $s.cache.enabled
+-}}
+{{- $extra := list -}}
+{{- range $s.sites.extra -}}
+{{- $extra = append $extra (omit . "plural" "scope") -}}
+{{- end -}}
+{{- $sites := dict "envNames" $s.sites.envNames "kitCliImages" $s.sites.kitCliImages "extra" $extra -}}
+{{- $doc := dict
+  "mode" $s.mode
+  "failure" $s.failure
+  "deadlineSeconds" $s.deadlineSeconds
+  "ignoredNamespaces" ($s.ignoredNamespaces | default list)
+  "cache" $cache
+  "sites" $sites
+-}}
+{{- toYaml $doc -}}
+{{- end -}}
+
+{{/* Registry config file (controller/registry/hosts.py) from .Values.registry. */}}
+{{- define "kitpin.registryDocument" -}}
+{{- $r := .Values.registry -}}
+{{- $doc := dict -}}
+{{- if $r.hosts -}}{{- $_ := set $doc "registries" $r.hosts -}}{{- end -}}
+{{- if $r.allowedRegistries -}}{{- $_ := set $doc "allowedRegistries" $r.allowedRegistries -}}{{- end -}}
+{{- if $r.deniedNetworks -}}{{- $_ := set $doc "deniedNetworks" $r.deniedNetworks -}}{{- end -}}
+{{- if $r.deniedHostnames -}}{{- $_ := set $doc "deniedHostnames" $r.deniedHostnames -}}{{- end -}}
+{{- toYaml $doc -}}
+{{- end -}}
+
+{{- define "kitpin.caBundlesMounted" -}}
+{{- if or .Values.registry.caBundles .Values.registry.existingCABundlesConfigMap -}}true{{- end -}}
+{{- end -}}

@@ -1,0 +1,61 @@
+"""`helm lint --strict` is clean for every certificate mode and the main options.
+
+(`helm lint` reports a template's `fail` only as [INFO]: the contradictions are tested with
+`helm template` in test_chart_tls.py.)"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.chart import render
+
+pytestmark = pytest.mark.integration
+
+PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+
+CASES: dict[str, dict[str, Any]] = {
+    "defaults (generated certificate)": {},
+    "cert-manager, own CA": {"tls": {"certManager": {"enabled": True}}},
+    "cert-manager, given issuer": {
+        "tls": {
+            "certManager": {"enabled": True, "issuerRef": {"name": "ca", "kind": "ClusterIssuer"}}
+        }
+    },
+    "existing Secret": {"tls": {"existingSecret": "my-tls", "caBundle": PEM}},
+    "existing Secret, injected CA": {"tls": {"existingSecret": "my-tls", "caBundleInjected": True}},
+    "everything optional on": {
+        "networkPolicy": {"enabled": True},
+        "metrics": {"serviceMonitor": {"enabled": True}},
+        "registry": {
+            "credentials": {"existingSecret": "central-creds"},
+            "caBundles": {"reg.pem": PEM},
+            "hosts": {"reg.internal:443": {"caFile": "/etc/kitpin/ca/reg.pem"}},
+        },
+        "settings": {
+            "mode": "pods-only",
+            "sites": {
+                "extra": [
+                    {
+                        "group": "ml.example.com",
+                        "kind": "ModelDeployment",
+                        "plural": "modeldeployments",
+                        "paths": ["spec.models[*].source"],
+                    }
+                ]
+            },
+        },
+    },
+}
+
+
+@pytest.mark.parametrize("values", list(CASES.values()), ids=list(CASES))
+def test_lint_is_clean(values: dict[str, Any]) -> None:
+    result = render.run_helm(
+        ["lint", str(render.CHART_DIR), "--strict", "--kube-version", render.kube_version()],
+        values=values,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[WARNING]" not in result.stdout and "[ERROR]" not in result.stdout, result.stdout
+    assert "1 chart(s) linted, 0 chart(s) failed" in result.stdout

@@ -1,0 +1,159 @@
+"""RBAC: exactly the rules the chart README's table explains, nothing that can enumerate
+Secrets, and kitpin.dev rules derived from the CRDs the chart ships."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.chart import render
+
+pytestmark = pytest.mark.integration
+
+POLICY_PLACEHOLDERS = {"every CRD in `crds/`", "`<each>/status`"}
+
+CRD = """\
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: {plural}.{group}
+spec:
+  group: {group}
+  scope: Cluster
+  names: {{plural: {plural}, singular: {singular}, kind: {kind}, listKind: {kind}List}}
+  versions:
+    - name: v1alpha1
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}
+"""
+
+
+def _readme_table() -> list[tuple[frozenset[str], str, frozenset[str]]]:
+    """(api groups, resources cell, verbs) for each row of the README's RBAC table."""
+    text = (render.CHART_DIR / "README.md").read_text()
+    section = text.split("## RBAC", 1)[1].split("\n## ", 1)[0]
+    rows = []
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 4 or cells[0] in ("API group", "---") or set(cells[0]) <= {"-"}:
+            continue
+        groups = frozenset(g.strip('`"') for g in re.findall(r"`[^`]*`", cells[0]))
+        verbs = frozenset(v.strip("`") for v in re.findall(r"`[^`]*`", cells[2]))
+        rows.append((groups, cells[1], verbs))
+    return rows
+
+
+def _rules(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rules: list[dict[str, Any]] = render.one(docs, "ClusterRole")["rules"]
+    return rules
+
+
+def test_rules_are_the_readme_table(default_docs: list[dict[str, Any]]) -> None:
+    documented = {
+        (groups, cell.strip("`"), verbs)
+        for groups, cell, verbs in _readme_table()
+        if cell not in POLICY_PLACEHOLDERS
+    }
+    rendered = {
+        (frozenset(r["apiGroups"]), resource, frozenset(r["verbs"]))
+        for r in _rules(default_docs)
+        if r["apiGroups"] != ["kitpin.dev"]
+        for resource in r["resources"]
+    }
+    assert rendered == documented
+    placeholders = {
+        (groups, cell, verbs)
+        for groups, cell, verbs in _readme_table()
+        if cell in POLICY_PLACEHOLDERS
+    }
+    assert placeholders == {
+        (frozenset({"kitpin.dev"}), "every CRD in `crds/`", frozenset({"list", "watch"})),
+        (frozenset({"kitpin.dev"}), "`<each>/status`", frozenset({"patch"})),
+    }
+
+
+def test_policy_rules_name_the_crds_the_chart_ships(default_docs: list[dict[str, Any]]) -> None:
+    plurals = sorted(
+        doc["spec"]["names"]["plural"]
+        for path in (render.CHART_DIR / "crds").glob("*.yaml")
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc
+        and doc.get("kind") == "CustomResourceDefinition"
+        and doc["spec"]["group"] == "kitpin.dev"
+    )
+    kitpin_rules = [r for r in _rules(default_docs) if r["apiGroups"] == ["kitpin.dev"]]
+    if not plurals:
+        assert kitpin_rules == []
+        return
+    assert kitpin_rules == [
+        {"apiGroups": ["kitpin.dev"], "resources": plurals, "verbs": ["list", "watch"]},
+        {
+            "apiGroups": ["kitpin.dev"],
+            "resources": [f"{p}/status" for p in plurals],
+            "verbs": ["patch"],
+        },
+    ]
+
+
+def test_secrets_are_only_read_by_name(default_docs: list[dict[str, Any]]) -> None:
+    for rule in _rules(default_docs):
+        if "secrets" in rule["resources"]:
+            assert rule["verbs"] == ["get"]
+        assert "*" not in rule["verbs"] and "*" not in rule["resources"]
+        assert not {"update", "delete", "deletecollection"} & set(rule["verbs"])
+    no_secrets = _rules(render.render({"rbac": {"readPullSecrets": False}}))
+    assert not any({"secrets", "serviceaccounts"} & set(r["resources"]) for r in no_secrets)
+
+
+def test_binding_and_optional_rbac(default_docs: list[dict[str, Any]]) -> None:
+    binding = render.one(default_docs, "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == "kitpin"
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "kitpin", "namespace": "kitpin"}
+    ]
+    docs = render.render(
+        {"rbac": {"create": False}, "serviceAccount": {"create": False, "name": "own"}}
+    )
+    assert not render.find(docs, "ClusterRole") and not render.find(docs, "ServiceAccount")
+    assert render.one(docs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "own"
+
+
+def test_policy_rules_follow_the_crds_in_the_chart(tmp_path: Path) -> None:
+    chart = tmp_path / "kitpin"
+    shutil.copytree(render.CHART_DIR, chart)
+    for old in (chart / "crds").glob("*.yaml"):
+        old.unlink()
+    (chart / "crds" / "policies.yaml").write_text(
+        CRD.format(
+            plural="modelkitpolicies",
+            singular="modelkitpolicy",
+            kind="ModelKitPolicy",
+            group="kitpin.dev",
+        )
+        + "---\n"
+        + CRD.format(plural="widgets", singular="widget", kind="Widget", group="example.com")
+    )
+    (chart / "crds" / "exceptions.yaml").write_text(
+        CRD.format(
+            plural="modelkitexceptions",
+            singular="modelkitexception",
+            kind="ModelKitException",
+            group="kitpin.dev",
+        )
+    )
+    rules = _rules(render.render(chart=chart))
+    kitpin_rules = {
+        tuple(r["verbs"]): r["resources"] for r in rules if r["apiGroups"] == ["kitpin.dev"]
+    }
+    assert kitpin_rules == {
+        ("list", "watch"): ["modelkitexceptions", "modelkitpolicies"],
+        ("patch",): ["modelkitexceptions/status", "modelkitpolicies/status"],
+    }
+    assert not any("widgets" in r["resources"] for r in rules)

@@ -1,0 +1,209 @@
+"""The webhook configurations: one webhook per resource kitpin registers a handler for, at
+the handler's path, with the ops baseline (failurePolicy, timeout, sideEffects,
+reinvocation, selectors)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from controller import sites, webhook
+from tests.chart import render
+
+pytestmark = pytest.mark.integration
+
+EXTRA_SITES: list[dict[str, Any]] = [
+    {
+        "group": "ml.example.com",
+        "kind": "ModelDeployment",
+        "plural": "modeldeployments",
+        "versions": ["v1", "v1beta1"],
+        "paths": ["spec.models[*].source"],
+        "prefix": "kit://",
+    },
+    {  # a second path on the same kind: one webhook, not two
+        "group": "ml.example.com",
+        "kind": "ModelDeployment",
+        "plural": "modeldeployments",
+        "paths": ["spec.fallback"],
+    },
+    {
+        "group": "",
+        "kind": "ConfigMap",
+        "plural": "configmaps",
+        "paths": ["data.model"],
+        "scope": "Namespaced",
+    },
+]
+
+
+def _by_path(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {w["clientConfig"]["service"]["path"]: w for w in config["webhooks"]}
+
+
+def _expected_paths(resources: list[webhook.WebhookResource]) -> tuple[set[str], set[str]]:
+    pins, checks = set(), set()
+    for resource in resources:
+        pin, check = webhook.handler_ids(resource)
+        pins.add(f"/{pin}")
+        checks.add(f"/{check}")
+    return pins, checks
+
+
+def test_one_webhook_per_registered_handler_at_its_path(default_docs: list[dict[str, Any]]) -> None:
+    pins, checks = _expected_paths(list(webhook.BUILTIN_RESOURCES))
+    mutating = _by_path(render.one(default_docs, "MutatingWebhookConfiguration"))
+    validating = _by_path(render.one(default_docs, "ValidatingWebhookConfiguration"))
+    assert set(mutating) == pins
+    assert set(validating) == checks
+    for resource in webhook.BUILTIN_RESOURCES:
+        pin, check = webhook.handler_ids(resource)
+        for w in (mutating[f"/{pin}"], validating[f"/{check}"]):
+            assert w["rules"] == [
+                {
+                    "apiGroups": [resource.group],
+                    "apiVersions": [resource.version],
+                    "resources": [resource.plural],
+                    "operations": ["CREATE", "UPDATE"],
+                    "scope": "Namespaced",
+                }
+            ]
+
+
+def test_ops_baseline_on_every_webhook(default_docs: list[dict[str, Any]]) -> None:
+    for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+        config = render.one(default_docs, kind)
+        assert config["metadata"]["name"] == "kitpin"
+        names = [w["name"] for w in config["webhooks"]]
+        assert len(names) == len(set(names))
+        for w in config["webhooks"]:
+            assert w["name"].endswith(".kitpin.dev")
+            assert w["failurePolicy"] == "Fail"
+            assert w["timeoutSeconds"] == 10
+            assert w["sideEffects"] == "None"
+            assert w["admissionReviewVersions"] == ["v1"]
+            assert w["matchPolicy"] == "Equivalent"
+            service = w["clientConfig"]["service"]
+            assert (service["name"], service["namespace"], service["port"]) == (
+                "kitpin",
+                "kitpin",
+                443,
+            )
+            assert "url" not in w["clientConfig"]
+            if kind.startswith("Mutating"):
+                assert w["reinvocationPolicy"] == "IfNeeded"
+            else:
+                assert "reinvocationPolicy" not in w
+            assert "objectSelector" not in w
+
+
+def test_namespace_selector_excludes_system_own_ignored_and_labelled_namespaces() -> None:
+    docs = render.render(
+        {
+            "settings": {"ignoredNamespaces": ["argocd"]},
+            "webhook": {
+                "namespaceSelector": {
+                    "matchLabels": {"kitpin.dev/enabled": "true"},
+                    "matchExpressions": [{"key": "tier", "operator": "In", "values": ["ml"]}],
+                },
+                "objectSelector": {"matchLabels": {"app": "x"}},
+            },
+        },
+        namespace="platform",
+    )
+    for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+        for w in render.one(docs, kind)["webhooks"]:
+            assert w["namespaceSelector"] == {
+                "matchLabels": {"kitpin.dev/enabled": "true"},
+                "matchExpressions": [
+                    {
+                        "key": "kubernetes.io/metadata.name",
+                        "operator": "NotIn",
+                        "values": [
+                            "kube-system",
+                            "kube-public",
+                            "kube-node-lease",
+                            "platform",
+                            "argocd",
+                        ],
+                    },
+                    {"key": "kitpin.dev/ignore", "operator": "NotIn", "values": ["true"]},
+                    {"key": "tier", "operator": "In", "values": ["ml"]},
+                ],
+            }
+            assert w["objectSelector"] == {"matchLabels": {"app": "x"}}
+    settings_doc = render.one(docs, "ConfigMap", "kitpin-config")["data"]["settings.yaml"]
+    assert "argocd" in settings_doc
+
+
+def test_failure_policy_and_timeout_come_from_values() -> None:
+    docs = render.render(
+        {
+            "webhook": {"failurePolicy": "Ignore", "timeoutSeconds": 5},
+            "settings": {"deadlineSeconds": 4.5},
+        }
+    )
+    for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+        for w in render.one(docs, kind)["webhooks"]:
+            assert (w["failurePolicy"], w["timeoutSeconds"]) == ("Ignore", 5)
+
+
+def test_extra_sites_get_webhooks_at_kitpins_handler_ids() -> None:
+    docs = render.render({"settings": {"sites": {"extra": EXTRA_SITES}}})
+    parsed = [
+        sites.ExtraSite.from_mapping({k: v for k, v in s.items() if k not in ("plural", "scope")})
+        for s in EXTRA_SITES
+    ]
+    extra = webhook.extra_resources(parsed)
+    assert len(extra) == 2
+    pins, checks = _expected_paths([*webhook.BUILTIN_RESOURCES, *extra])
+    mutating = _by_path(render.one(docs, "MutatingWebhookConfiguration"))
+    validating = _by_path(render.one(docs, "ValidatingWebhookConfiguration"))
+    assert set(mutating) == pins
+    assert set(validating) == checks
+    assert "/pin-modeldeployment-ml-example-com" in mutating
+    assert mutating["/pin-modeldeployment-ml-example-com"]["rules"] == [
+        {
+            "apiGroups": ["ml.example.com"],
+            "apiVersions": ["v1", "v1beta1"],
+            "resources": ["modeldeployments"],
+            "operations": ["CREATE", "UPDATE"],
+            "scope": "*",
+        }
+    ]
+    assert validating["/check-configmap"]["rules"][0] == {
+        "apiGroups": [""],
+        "apiVersions": ["*"],
+        "resources": ["configmaps"],
+        "operations": ["CREATE", "UPDATE"],
+        "scope": "Namespaced",
+    }
+
+
+def test_validate_only_installs_no_mutating_webhook() -> None:
+    docs = render.render({"settings": {"mode": "validate-only"}})
+    assert not render.find(docs, "MutatingWebhookConfiguration")
+    assert len(render.one(docs, "ValidatingWebhookConfiguration")["webhooks"]) == len(
+        webhook.BUILTIN_RESOURCES
+    )
+
+
+def test_pods_only_never_sends_workload_templates_to_the_mutating_webhook() -> None:
+    docs = render.render({"settings": {"mode": "pods-only", "sites": {"extra": EXTRA_SITES[:1]}}})
+    mutating = _by_path(render.one(docs, "MutatingWebhookConfiguration"))
+    assert set(mutating) == {
+        "/pin-pods",
+        "/pin-inferenceservices",
+        "/pin-modeldeployment-ml-example-com",
+    }
+    validating = _by_path(render.one(docs, "ValidatingWebhookConfiguration"))
+    assert len(validating) == len(webhook.BUILTIN_RESOURCES) + 1
+
+
+def test_webhook_annotations_are_passed_through() -> None:
+    docs = render.render({"webhook": {"annotations": {"example.com/owner": "platform"}}})
+    for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+        assert render.one(docs, kind)["metadata"]["annotations"] == {
+            "example.com/owner": "platform"
+        }

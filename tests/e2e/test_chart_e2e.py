@@ -1,0 +1,402 @@
+"""The chart and deploy/ against the real apiserver, and kitpin run with the chart's own
+configuration.
+
+No kubelet or scheduler: kitpin's pods stay Pending, so these tests check what the apiserver
+accepts and stores, not a running webhook. Installing webhook configurations whose Service has
+no endpoints would reject objects of every other test in this session, so each install here
+uses ``failurePolicy: Ignore`` AND an ``objectSelector`` on a label only this test uses, and
+is always uninstalled (and, should that fail, its webhook configurations deleted).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import secrets
+import shutil
+import ssl
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+import yaml
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from tests.chart import manifests, render
+from tests.harness import procs
+from tests.harness.controlplane import Clients, ControlPlane
+
+pytestmark = pytest.mark.e2e
+
+TIMEOUT = 60.0
+
+
+class Helm:
+    """helm against the test control plane, with its own config/cache/data directories."""
+
+    def __init__(self, control_plane: ControlPlane, home: Path) -> None:
+        self.kubeconfig = str(control_plane.kubeconfig)
+        self.env = {
+            "HELM_CONFIG_HOME": str(home / "config"),
+            "HELM_CACHE_HOME": str(home / "cache"),
+            "HELM_DATA_HOME": str(home / "data"),
+        }
+
+    def __call__(self, *args: str, values: Mapping[str, Any] | None = None) -> render.Result:
+        return render.run_helm(
+            [*args, "--kubeconfig", self.kubeconfig], values=values, env=self.env, timeout=180
+        )
+
+    def ok(self, *args: str, values: Mapping[str, Any] | None = None) -> render.Result:
+        result = self(*args, values=values)
+        assert result.returncode == 0, f"helm {' '.join(args)}:\n{result.stderr}"
+        return result
+
+
+def _isolating_values(token: str) -> dict[str, Any]:
+    """Webhooks that can never affect another test: Ignore, and only objects labelled
+    ``kitpin.dev/e2e-chart=<token>``."""
+    return {
+        "webhook": {
+            "failurePolicy": "Ignore",
+            "objectSelector": {"matchLabels": {"kitpin.dev/e2e-chart": token}},
+        }
+    }
+
+
+@contextlib.contextmanager
+def installed(
+    helm: Helm, api: Clients, release: str, namespace: str, values: Mapping[str, Any]
+) -> Iterator[render.Result]:
+    # --skip-crds: the CRDs are cluster-wide and Helm never deletes them; the policy tests own
+    # them in this session. The CRDs themselves are validated by the deploy/ dry-run below.
+    result = helm.ok(
+        "install",
+        release,
+        str(render.CHART_DIR),
+        "--namespace",
+        namespace,
+        "--skip-crds",
+        values=values,
+    )
+    try:
+        yield result
+    finally:
+        helm("uninstall", release, "--namespace", namespace, "--wait", "--timeout", "60s")
+        for delete in (
+            api.admission.delete_mutating_webhook_configuration,
+            api.admission.delete_validating_webhook_configuration,
+        ):
+            with contextlib.suppress(ApiException):
+                delete(release)
+
+
+def _stored(api: Clients, obj: object) -> dict[str, Any]:
+    """An object the client read, as the apiserver's JSON (camelCase keys, base64 bytes)."""
+    data: dict[str, Any] = api.api_client.sanitize_for_serialization(obj)  # type: ignore[no-untyped-call]
+    return data
+
+
+def _webhook_configs(api: Clients, name: str) -> list[dict[str, Any]]:
+    return [
+        _stored(api, api.admission.read_mutating_webhook_configuration(name)),
+        _stored(api, api.admission.read_validating_webhook_configuration(name)),
+    ]
+
+
+def _gone(read: Any, name: str) -> bool:
+    try:
+        read(name)
+    except ApiException as e:
+        return bool(e.status == 404)
+    return False
+
+
+def test_helm_install_is_accepted_and_webhooks_point_at_the_service(
+    control_plane: ControlPlane, api: Clients, namespace: str, tmp_path: Path
+) -> None:
+    helm = Helm(control_plane, tmp_path / "helm")
+    token = secrets.token_hex(4)
+    release = f"kitpin-e2e-{token}"
+    ca = trustme.CA()
+    values: dict[str, Any] = {
+        **_isolating_values(token),
+        "networkPolicy": {"enabled": True},
+        "registry": {
+            "caBundles": {"corp.pem": ca.cert_pem.bytes().decode()},
+            "hosts": {"registry.corp.example": {"caFile": "/etc/kitpin/ca/corp.pem"}},
+            "credentials": {"existingSecret": "central-registry-creds"},
+        },
+        "settings": {
+            "sites": {
+                "extra": [
+                    {
+                        "group": "ml.example.com",
+                        "kind": "ModelDeployment",
+                        "plural": "modeldeployments",
+                        "paths": ["spec.models[*].source"],
+                        "prefix": "kit://",
+                    }
+                ]
+            }
+        },
+    }
+    with installed(helm, api, release, namespace, values):
+        deployment = _stored(api, api.apps.read_namespaced_deployment(release, namespace))
+        assert deployment["spec"]["replicas"] == 2
+        pod_spec = deployment["spec"]["template"]["spec"]
+        assert pod_spec["securityContext"]["runAsNonRoot"] is True
+        (container,) = pod_spec["containers"]
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert container["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+        service = _stored(api, api.core.read_namespaced_service(release, namespace))
+        assert [(p["name"], p["port"]) for p in service["spec"]["ports"]] == [("https", 443)]
+        api.core.read_namespaced_service_account(release, namespace)
+        api.core.read_namespaced_config_map(f"{release}-config", namespace)
+        api.core.read_namespaced_config_map(f"{release}-ca-bundles", namespace)
+        client.PolicyV1Api(api.api_client).read_namespaced_pod_disruption_budget(release, namespace)
+        client.NetworkingV1Api(api.api_client).read_namespaced_network_policy(release, namespace)
+        rbac = client.RbacAuthorizationV1Api(api.api_client)
+        role = _stored(api, rbac.read_cluster_role(release))
+        assert {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]} in role["rules"]
+        binding = _stored(api, rbac.read_cluster_role_binding(release))
+        assert [(s["name"], s["namespace"]) for s in binding["subjects"]] == [(release, namespace)]
+
+        secret = _stored(api, api.core.read_namespaced_secret(f"{release}-tls", namespace))
+        ca_bundle = secret["data"]["ca.crt"]
+        assert base64.b64decode(ca_bundle).startswith(b"-----BEGIN CERTIFICATE-----")
+        mutating, validating = _webhook_configs(api, release)
+        paths = {
+            config["kind"]: sorted(w["clientConfig"]["service"]["path"] for w in config["webhooks"])
+            for config in (mutating, validating)
+        }
+        expected = [
+            "pods", "deployments", "statefulsets", "daemonsets", "replicasets", "jobs",
+            "cronjobs", "inferenceservices", "modeldeployment-ml-example-com",
+        ]  # fmt: skip
+        assert paths["MutatingWebhookConfiguration"] == sorted(f"/pin-{e}" for e in expected)
+        assert paths["ValidatingWebhookConfiguration"] == sorted(f"/check-{e}" for e in expected)
+        for config in (mutating, validating):
+            for w in config["webhooks"]:
+                assert w["clientConfig"]["service"] == {
+                    "name": release,
+                    "namespace": namespace,
+                    "path": w["clientConfig"]["service"]["path"],
+                    "port": 443,
+                }
+                assert w["clientConfig"]["caBundle"] == ca_bundle
+                assert (w["sideEffects"], w["timeoutSeconds"]) == ("None", 10)
+                assert w["failurePolicy"] == "Ignore"
+                assert w["objectSelector"] == {"matchLabels": {"kitpin.dev/e2e-chart": token}}
+                excluded = w["namespaceSelector"]["matchExpressions"][0]
+                assert excluded["key"] == "kubernetes.io/metadata.name"
+                assert namespace in excluded["values"] and "kube-system" in excluded["values"]
+        assert all(w["reinvocationPolicy"] == "IfNeeded" for w in mutating["webhooks"])
+
+        # An upgrade keeps the generated certificate (the chart looks the Secret up).
+        helm.ok("upgrade", release, str(render.CHART_DIR), "--namespace", namespace, values=values)
+        again = _stored(api, api.core.read_namespaced_secret(f"{release}-tls", namespace))
+        assert again["data"] == secret["data"]
+        for config in _webhook_configs(api, release):
+            assert {w["clientConfig"]["caBundle"] for w in config["webhooks"]} == {ca_bundle}
+
+    for read in (
+        api.admission.read_mutating_webhook_configuration,
+        api.admission.read_validating_webhook_configuration,
+    ):
+        assert _gone(read, release)
+
+
+def test_helm_install_with_an_existing_secret(
+    control_plane: ControlPlane, api: Clients, namespace: str, tmp_path: Path
+) -> None:
+    helm = Helm(control_plane, tmp_path / "helm")
+    token = secrets.token_hex(4)
+    release = f"kitpin-e2e-{token}"
+    ca = trustme.CA()
+    leaf = ca.issue_cert(f"{release}.{namespace}.svc")
+    api.core.create_namespaced_secret(
+        namespace,
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(name="corp-tls"),
+            type="kubernetes.io/tls",
+            string_data={
+                "tls.crt": leaf.cert_chain_pems[0].bytes().decode(),
+                "tls.key": leaf.private_key_pem.bytes().decode(),
+            },
+        ),
+    )
+    values = {
+        **_isolating_values(token),
+        "tls": {"existingSecret": "corp-tls", "caBundle": ca.cert_pem.bytes().decode()},
+        "settings": {"mode": "validate-only"},
+    }
+    with installed(helm, api, release, namespace, values):
+        assert _gone(api.admission.read_mutating_webhook_configuration, release)
+        validating = _stored(api, api.admission.read_validating_webhook_configuration(release))
+        for w in validating["webhooks"]:
+            pem = base64.b64decode(w["clientConfig"]["caBundle"])
+            assert pem.strip() == ca.cert_pem.bytes().strip()
+        deployment = _stored(api, api.apps.read_namespaced_deployment(release, namespace))
+        volumes = deployment["spec"]["template"]["spec"]["volumes"]
+        assert next(v for v in volumes if v["name"] == "tls")["secret"]["secretName"] == "corp-tls"
+        with pytest.raises(ApiException) as absent:
+            api.core.read_namespaced_secret(f"{release}-tls", namespace)
+        assert absent.value.status == 404
+
+
+def test_deploy_manifests_are_accepted_by_the_apiserver(
+    control_plane: ControlPlane, api: Clients, tmp_path: Path
+) -> None:
+    base = tmp_path / "deploy"
+    shutil.copytree(manifests.DEPLOY_DIR, base, ignore=shutil.ignore_patterns("*.crt", "*.key"))
+    subprocess.run(
+        ["bash", str(base / "gen-certs.sh"), "--out", str(base / "certs")],
+        check=True,
+        capture_output=True,
+    )
+    # A server-side dry run persists nothing, so the namespaced objects need their namespace
+    # to exist already; create it for the test unless it is there.
+    created = False
+    try:
+        api.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="kitpin")))
+        created = True
+    except ApiException as e:
+        if e.status != 409:
+            raise
+    try:
+        procs.wait_until(
+            lambda: api.core.read_namespaced_service_account("default", "kitpin"),
+            timeout=TIMEOUT,
+            what="ServiceAccount default in namespace kitpin",
+        )
+        result = control_plane.kubectl(
+            "apply", "--dry-run=server", "-k", str(base), "-o", "name", check=False, timeout=120
+        )
+        assert result.returncode == 0, result.stderr
+        applied = set(result.stdout.split())
+        for expected in (
+            "namespace/kitpin",
+            "deployment.apps/kitpin",
+            "service/kitpin",
+            "secret/kitpin-tls",
+            "configmap/kitpin-config",
+            "poddisruptionbudget.policy/kitpin",
+            "clusterrole.rbac.authorization.k8s.io/kitpin",
+            "mutatingwebhookconfiguration.admissionregistration.k8s.io/kitpin",
+            "validatingwebhookconfiguration.admissionregistration.k8s.io/kitpin",
+            *(
+                f"customresourcedefinition.apiextensions.k8s.io/{crd}"
+                for crd in _crd_names(manifests.DEPLOY_CRDS)
+            ),
+        ):
+            assert expected in applied, f"{expected} not in {sorted(applied)}"
+        assert _gone(api.admission.read_mutating_webhook_configuration, "kitpin")
+    finally:
+        if created:
+            with contextlib.suppress(ApiException):
+                api.core.delete_namespace("kitpin")
+
+
+def _crd_names(directory: Path) -> list[str]:
+    return [
+        doc["metadata"]["name"]
+        for path in manifests.crd_files(directory)
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc and doc.get("kind") == "CustomResourceDefinition"
+    ]
+
+
+def test_kitpin_runs_with_the_charts_configuration_and_passes_the_helm_test(
+    control_plane: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    """The rendered command line, settings, registry config, CA bundles and generated
+    certificate, served by the real `kitpin run` (the image's entrypoint) on this machine,
+    and the chart's `helm test` script run against it."""
+    registry_ca = trustme.CA()
+    docs = render.render(
+        {
+            # The generated certificate is valid for the Service's names: call the Service
+            # "localhost" so this machine can verify it.
+            "fullnameOverride": "localhost",
+            "registry": {
+                "caBundles": {"corp.pem": registry_ca.cert_pem.bytes().decode()},
+                "hosts": {"registry.corp.example": {"caFile": "/etc/kitpin/ca/corp.pem"}},
+                "credentials": {"existingSecret": "central-registry-creds"},
+            },
+            "settings": {
+                "sites": {
+                    "extra": [
+                        {
+                            "group": "ml.example.com",
+                            "kind": "ModelDeployment",
+                            "plural": "modeldeployments",
+                            "paths": ["spec.models[*].source"],
+                        }
+                    ]
+                }
+            },
+        },
+        namespace=namespace,
+    )
+    root = tmp_path / "etc-kitpin"
+    files: dict[str, str | bytes] = {}
+    for key, text in render.one(docs, "ConfigMap", "localhost-config")["data"].items():
+        files[f"config/{key}"] = text.replace("/etc/kitpin/", f"{root}/")
+    for key, text in render.one(docs, "ConfigMap", "localhost-ca-bundles")["data"].items():
+        files[f"ca/{key}"] = text
+    tls = render.one(docs, "Secret", "localhost-tls")["data"]
+    for key in ("tls.crt", "tls.key"):
+        files[f"tls/{key}"] = base64.b64decode(tls[key])
+    files["docker/config.json"] = '{"auths": {}}'
+    for rel, content in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+
+    (container,) = render.one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    port = procs.free_port()
+    args = [
+        a.replace("/etc/kitpin/", f"{root}/")
+        .replace("--listen=0.0.0.0", "--listen=127.0.0.1")
+        .replace("--port=8443", f"--port={port}")
+        for a in container["args"]
+    ]
+    kitpin = Path(sys.executable).with_name("kitpin")
+    process = procs.Process(
+        "kitpin-chart",
+        [str(kitpin), *args],
+        log_dir=tmp_path,
+        env={**os.environ, "KUBECONFIG": str(control_plane.kubeconfig), "POD_NAMESPACE": namespace},
+    )
+    ca_pem = base64.b64decode(tls["ca.crt"]).decode()
+    context = ssl.create_default_context(cadata=ca_pem)
+    process.start()
+    try:
+
+        def ready() -> bool:
+            process.check_alive()
+            return procs.http_ok(f"https://localhost:{port}/readyz", ssl_context=context)
+
+        procs.wait_until(ready, timeout=TIMEOUT, what="kitpin /readyz", on_timeout=process.log_tail)
+        test_pod = render.one(docs, "Pod")
+        (check,) = test_pod["spec"]["containers"]
+        assert check["command"] == ["python", "-c"]
+        result = subprocess.run(
+            [sys.executable, "-c", check["args"][0]],
+            env={**os.environ, "KITPIN_URL": f"https://localhost:{port}", "KITPIN_CA": ca_pem},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, f"{result.stderr}\n{process.log_tail()}"
+        assert "allowed a plain Pod on /check-pods" in result.stdout
+    finally:
+        process.stop()
