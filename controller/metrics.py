@@ -141,6 +141,12 @@ class Metrics:
             ["webhook", "outcome"],
             registry=r,
         )
+        self.policy_violations = Counter(
+            "kitpin_policy_violations",
+            "ModelKit policy violations found at admission, by policy, rule and mode.",
+            ["policy", "rule", "mode"],
+            registry=r,
+        )
         self.admission_duration_seconds = Histogram(
             "kitpin_admission_duration_seconds",
             "Time to answer an AdmissionReview, by webhook.",
@@ -148,6 +154,11 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+
+    def count_policy_violation(self, policy: str, rule: str, mode: str) -> None:
+        """Count one violation. ``policy`` is ``Kind/name`` of a policy object: bounded by
+        the number of policies a platform team writes, like ``rule`` and ``mode``."""
+        self.policy_violations.labels(policy=policy, rule=rule, mode=mode).inc()
 
     def count_registry_request(self, registry: str, kind: RegistryRequestKind) -> None:
         """Count one HTTP request to ``registry`` (a policy-allowed ``host[:port]``)."""

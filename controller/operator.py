@@ -23,10 +23,10 @@ from typing import Any
 
 import kopf
 
-from controller import devcerts, kubecreds, pinning, server, settings, webhook
+from controller import audit, devcerts, kubecreds, pinning, server, settings, webhook
 from controller import metrics as metrics_mod
 from controller.registry.client import RegistryClient
-from controller.resolver import Resolver
+from controller.resolver import ConfigCache, Resolver
 
 logger = logging.getLogger(__name__)
 
@@ -120,10 +120,17 @@ async def _serve(
     metrics = metrics_mod.Metrics()
     async with RegistryClient(policy, on_request=metrics.count_registry_request) as client:
         resolver = Resolver(client, settings=resolver_settings, metrics=metrics)
+        api_client = _kube_api_client()
         credentials = kubecreds.NamespaceCredentials(
-            kubecreds.ClientReader(_kube_api_client()), central=keychain
+            kubecreds.ClientReader(api_client), central=keychain
         )
-        engine = pinning.Engine(resolver, credentials=credentials, settings=admission)
+        engine = pinning.Engine(
+            resolver,
+            credentials=credentials,
+            configs=ConfigCache(client),
+            settings=admission,
+        )
+        recorder = audit.AuditRecorder(audit.KubeAuditSink(api_client), metrics=metrics)
         registry = kopf.OperatorRegistry()
         # A private registry has none of kopf's default login handlers: use the kubernetes
         # client's (in-cluster service account, else the kubeconfig).
@@ -131,8 +138,22 @@ async def _serve(
         resources = list(webhook.BUILTIN_RESOURCES) + webhook.extra_resources(
             admission.sites.extra_sites
         )
-        ids = webhook.register(registry, engine, metrics=metrics, resources=resources)
+        ids = webhook.register(
+            registry, engine, metrics=metrics, resources=resources, recorder=recorder
+        )
         logger.info("webhook handlers: %s", ", ".join(ids))
+
+        flusher: list[asyncio.Task[None]] = []
+
+        @kopf.on.startup(registry=registry)
+        async def start_audit(**_: Any) -> None:
+            flusher.append(asyncio.create_task(recorder.run(), name="kitpin-audit"))
+
+        @kopf.on.cleanup(registry=registry)
+        async def stop_audit(**_: Any) -> None:
+            for task in flusher:
+                task.cancel()
+            await recorder.flush()  # what was recorded before shutdown is not lost
 
         kopf_settings = kopf.OperatorSettings()
         kopf_settings.admission.server = server.WebhookServer(  # a kopf.WebhookServer subclass

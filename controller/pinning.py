@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, Protocol
 
-from controller import errors, refs, sites
-from controller.registry.types import Credential
+from controller import errors, policy, refs, sites
+from controller.registry.types import Credential, Manifest
 from controller.resolver import Resolution
 
 logger = logging.getLogger(__name__)
@@ -111,6 +111,10 @@ class Review:
     dry_run: bool = False
     namespace_ignored: bool = False
     """The namespace carries ``kitpin.dev/ignore=true`` (looked up by the caller)."""
+    namespace_labels: Mapping[str, str] = field(default_factory=dict)
+    """The namespace's labels (cluster policies select namespaces by label)."""
+    policies: Sequence[policy.Policy] = ()
+    """Every known policy (the caller's index); the engine picks the matching ones."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -130,6 +134,8 @@ class Decision:
     annotations: Mapping[str, str | None] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
     denial: Denial | None = None
+    violations: tuple[policy.Violation, ...] = ()
+    """Policy violations found (every mode), for the audit trail (status, Events, metrics)."""
 
     @property
     def allowed(self) -> bool:
@@ -148,6 +154,18 @@ class Resolver(Protocol):
         credential: Credential | None = None,
         deadline: float | None = None,
     ) -> Resolution: ...
+
+
+class ConfigSource(Protocol):
+    """Fetches a manifest's config blob (the Kitfile of a KitOps ModelKit)."""
+
+    async def get_config(
+        self,
+        ref: refs.Reference,
+        manifest: Manifest,
+        *,
+        credential: Credential | None = None,
+    ) -> Mapping[str, Any]: ...
 
 
 class Credentials(Protocol):
@@ -192,10 +210,12 @@ class Engine:
         resolver: Resolver,
         *,
         credentials: Credentials | None = None,
+        configs: ConfigSource | None = None,
         settings: AdmissionSettings | None = None,
     ) -> None:
         self.resolver = resolver
         self.credentials: Credentials = credentials or NoCredentials()
+        self.configs = configs
         self.settings = settings or AdmissionSettings()
 
     # --- mutation ------------------------------------------------------------------------
@@ -223,12 +243,35 @@ class Engine:
         values: dict[str, str] = {}
         records: dict[str, dict[str, str]] = {}
         to_resolve: list[_Found] = []
-
+        parsed: list[_Found] = []
         for site in findings.sites:
             try:
-                ref = refs.parse(site.reference_text, grammar=site.grammar)
+                parsed.append(
+                    _Found(site=site, ref=refs.parse(site.reference_text, grammar=site.grammar))
+                )
             except errors.ReferenceError:
                 continue  # the validating webhook denies it with the full message
+
+        # Policy, before anything is resolved: rules on the references as written (registry,
+        # repository, tag, requireDigest) refuse here instead of pinning. Warnings and the
+        # audit trail come from the validating webhook, which sees the final object.
+        if review.policies:
+            verdict = policy.evaluate(
+                review.policies,
+                namespace=review.namespace,
+                namespace_labels=review.namespace_labels,
+                evidence=[policy.Evidence(site=f.site, reference=f.ref) for f in parsed],
+            )
+            if verdict.denials:
+                return Decision(
+                    reason=verdict.reason,
+                    denial=Denial(reason=verdict.reason, message=verdict.denial_message()),
+                    warnings=tuple(warnings),
+                    violations=verdict.violations,
+                )
+
+        for found in parsed:
+            site, ref = found.site, found.ref
             if ref.digest is not None:
                 record = existing.get(site.path)
                 if record is not None and record.get("digest") == ref.digest:
@@ -244,12 +287,15 @@ class Engine:
                     else _record(site.value, kept, None)
                 )
                 continue
-            to_resolve.append(_Found(site=site, ref=ref))
+            to_resolve.append(found)
 
         failures: list[tuple[_Found, errors.RegistryError]] = []
         if to_resolve:
-            pod_spec = _pod_spec(review.obj)
-            results = await self._resolve_all(review.namespace, to_resolve, pod_spec)
+            deadline_at = self._deadline_at()
+            creds = await self._credentials(
+                review.namespace, to_resolve, _pod_spec(review.obj), deadline_at
+            )
+            results = await self._resolve_all(to_resolve, creds, deadline_at)
             for found, result in zip(to_resolve, results, strict=True):
                 if isinstance(result, errors.RegistryError):
                     failures.append((found, result))
@@ -267,7 +313,11 @@ class Engine:
 
         annotations: dict[str, str | None] = {}
         if failures:
-            messages = [f"{f.site.where}: cannot pin '{f.site.value}': {e}" for f, e in failures]
+            # The reason (NotFound, Unauthorized, Unreachable, ...) goes into the text: the
+            # apiserver shows users only the message of a denial.
+            messages = [
+                f"{f.site.where}: cannot pin '{f.site.value}': {e.reason}: {e}" for f, e in failures
+            ]
             if self.settings.failure == "deny":
                 return Decision(
                     reason=failures[0][1].reason,
@@ -321,36 +371,131 @@ class Engine:
                 denial=Denial(reason=Reason.INVALID_REFERENCE, message="; ".join(problems)),
                 warnings=tuple(warnings),
             )
-
-        # Only ModelKit sites need the artifact checked; owned templates were checked at the
-        # owner and their references carry the owner's digests (cache hits).
-        expected = [f for f in found if f.site.expects_modelkit]
-        if not expected:
+        if not found:
             return Decision(reason=Reason.NOTHING_TO_DO, warnings=tuple(warnings))
-        results = await self._resolve_all(review.namespace, expected, _pod_spec(review.obj))
+
+        applicable = policy.matching(
+            review.policies, namespace=review.namespace, namespace_labels=review.namespace_labels
+        )
+        # ModelKit sites need the artifact checked; other sites only when a policy reads the
+        # manifest. Owned templates and child Pods carry the owner's digests: cache hits.
+        needs_manifest = policy.needs_resolution(applicable)
+        checked = [f for f in found if f.site.expects_modelkit or needs_manifest]
+        deadline_at = self._deadline_at()
+        creds = await self._credentials(
+            review.namespace, checked, _pod_spec(review.obj), deadline_at
+        )
+        results = await self._resolve_all(checked, creds, deadline_at)
+        resolved: dict[str, Resolution] = {}
         failures: list[str] = []
-        for f, result in zip(expected, results, strict=True):
+        for f, result in zip(checked, results, strict=True):
             if isinstance(result, errors.RegistryError):
-                failures.append(f"{f.site.where}: cannot check '{f.site.value}': {result}")
+                failures.append(
+                    f"{f.site.where}: cannot check '{f.site.value}': {result.reason}: {result}"
+                )
                 continue
-            problem = _not_a_modelkit(f, result)
-            if problem:
-                problems.append(problem)
+            resolved[f.site.path] = result
+            if f.site.expects_modelkit:
+                problem = _not_a_modelkit(f, result)
+                if problem:
+                    problems.append(problem)
         if problems:
             return Decision(
                 reason=Reason.NOT_A_MODELKIT,
                 denial=Denial(reason=Reason.NOT_A_MODELKIT, message="; ".join(problems)),
                 warnings=tuple(warnings),
             )
+
+        violations: tuple[policy.Violation, ...] = ()
+        reason = Reason.NOTHING_TO_DO
+        if applicable:
+            evidence = await self._evidence(
+                review, found, resolved, applicable, creds, deadline_at, failures
+            )
+            verdict = policy.evaluate(
+                applicable,
+                namespace=review.namespace,
+                namespace_labels=review.namespace_labels,
+                evidence=evidence,
+            )
+            violations = verdict.violations
+            if violations:
+                reason = verdict.reason
+            if verdict.denials:
+                return Decision(
+                    reason=verdict.reason,
+                    denial=Denial(reason=verdict.reason, message=verdict.denial_message()),
+                    warnings=tuple(warnings),
+                    violations=violations,
+                )
+            warnings.extend(verdict.warning_messages())
+            if not failures:  # with failures, the rules that could not run are said below
+                warnings.extend(u.message for u in verdict.unchecked)
+
         if failures:
             if self.settings.failure == "deny":
                 return Decision(
                     reason=errors.RegistryError.reason,
                     denial=Denial(reason=errors.RegistryError.reason, message="; ".join(failures)),
                     warnings=tuple(warnings),
+                    violations=violations,
                 )
             warnings.extend(f"not verified (failure mode warn): {m}" for m in failures)
-        return Decision(reason=Reason.NOTHING_TO_DO, warnings=tuple(warnings))
+        return Decision(reason=reason, warnings=tuple(warnings), violations=violations)
+
+    async def _evidence(
+        self,
+        review: Review,
+        found: Sequence[_Found],
+        resolved: Mapping[str, Resolution],
+        applicable: Sequence[policy.Policy],
+        creds: _Creds,
+        deadline_at: float,
+        failures: list[str],
+    ) -> list[policy.Evidence]:
+        """What the policies see: each reference as the USER wrote it (the ``from`` of
+        kitpin's own pin, so kitpin's digest never satisfies ``requireDigest``), its manifest
+        and, only when a rule needs it, its config blob (the Kitfile)."""
+        pins = _read_pins(review.obj)
+        evidence: list[policy.Evidence] = []
+        for f in found:
+            written = f.ref
+            record = pins.get(f.site.path)
+            if record and f.ref.digest and record.get("digest") == f.ref.digest:
+                original = record.get("from", "")
+                if original.startswith(f.site.prefix):
+                    try:
+                        written = refs.parse(original[len(f.site.prefix) :], grammar=f.site.grammar)
+                    except errors.ReferenceError:
+                        written = f.ref
+            resolution = resolved.get(f.site.path)
+            config: Mapping[str, Any] | None = None
+            if (
+                resolution is not None
+                and self.configs is not None
+                and policy.needs_config(applicable, resolution.manifest)
+            ):
+                try:
+                    async with asyncio.timeout(_remaining(deadline_at)):
+                        config = await self.configs.get_config(
+                            f.ref, resolution.manifest, credential=_credential_for(creds, f.ref)
+                        )
+                except TimeoutError:
+                    failures.append(
+                        f"{f.site.where}: reading the Kitfile of '{f.site.value}' took longer than "
+                        f"the {self.settings.deadline:g}s deadline"
+                    )
+                except errors.RegistryError as e:
+                    failures.append(
+                        f"{f.site.where}: cannot read the Kitfile of '{f.site.value}': "
+                        f"{e.reason}: {e}"
+                    )
+            evidence.append(
+                policy.Evidence(
+                    site=f.site, reference=written, resolution=resolution, config=config
+                )
+            )
+        return evidence
 
     # --- helpers -------------------------------------------------------------------------
 
@@ -365,15 +510,27 @@ class Engine:
             return Reason.IGNORED_NAMESPACE
         return None
 
-    async def _resolve_all(
-        self, namespace: str, found: Sequence[_Found], pod_spec: Mapping[str, Any] | None
-    ) -> list[Resolution | errors.RegistryError]:
-        """Resolve every reference concurrently (one request per distinct reference and
-        credential; the resolver coalesces), all within the engine's deadline."""
-        deadline = self.settings.deadline
+    def _deadline_at(self) -> float:
+        """One absolute deadline per review, shared by every stage (pull secrets, manifests,
+        Kitfiles), so the whole answer stays below the webhook's timeoutSeconds."""
+        return asyncio.get_running_loop().time() + self.settings.deadline
+
+    async def _credentials(
+        self,
+        namespace: str,
+        found: Sequence[_Found],
+        pod_spec: Mapping[str, Any] | None,
+        deadline_at: float | None = None,
+    ) -> _Creds:
+        """The credential for every distinct (registry, repository), from the object's own
+        namespace (see :class:`Credentials`)."""
+        if deadline_at is None:
+            deadline_at = self._deadline_at()
         repositories = sorted({(f.ref.registry, f.ref.repository) for f in found})
+        if not repositories:
+            return {}
         try:
-            async with asyncio.timeout(deadline):
+            async with asyncio.timeout(_remaining(deadline_at)):
                 looked_up = await asyncio.gather(
                     *(
                         self.credentials.lookup(
@@ -386,24 +543,49 @@ class Engine:
                     )
                 )
         except TimeoutError:
-            err = errors.RegistryTimeoutError(
-                f"looking up pull secrets in namespace {namespace!r} took longer than "
-                f"{deadline:g}s; check the apiserver's health"
+            return errors.RegistryTimeoutError(
+                f"looking up pull secrets in namespace {namespace!r} took longer than the "
+                f"{self.settings.deadline:g}s deadline; check the apiserver's health"
             )
-            return [err for _ in found]
-        creds = dict(zip(repositories, looked_up, strict=True))
+        return dict(zip(repositories, looked_up, strict=True))
+
+    async def _resolve_all(
+        self, found: Sequence[_Found], creds: _Creds, deadline_at: float | None = None
+    ) -> list[Resolution | errors.RegistryError]:
+        """Resolve every reference concurrently (one request per distinct reference and
+        credential; the resolver coalesces), all within the review's deadline."""
+        if isinstance(creds, errors.RegistryError):
+            return [creds for _ in found]
+        if deadline_at is None:
+            deadline_at = self._deadline_at()
 
         async def one(f: _Found) -> Resolution | errors.RegistryError:
             try:
                 return await self.resolver.resolve(
                     f.ref,
-                    credential=creds.get((f.ref.registry, f.ref.repository)),
-                    deadline=deadline,
+                    credential=_credential_for(creds, f.ref),
+                    deadline=_remaining(deadline_at),
                 )
             except errors.RegistryError as e:
                 return e
 
         return list(await asyncio.gather(*(one(f) for f in found)))
+
+
+_Creds = Mapping[tuple[str, str], Credential | None] | errors.RegistryTimeoutError
+"""Credentials by (registry, repository), or the error that stopped the lookup."""
+
+
+def _credential_for(creds: _Creds, ref: refs.Reference) -> Credential | None:
+    if isinstance(creds, errors.RegistryError):
+        return None
+    return creds.get((ref.registry, ref.repository))
+
+
+def _remaining(deadline_at: float) -> float:
+    """Seconds left until ``deadline_at`` (a tiny positive floor: asyncio.timeout(0) is fine,
+    but the resolver wants a positive deadline)."""
+    return max(deadline_at - asyncio.get_running_loop().time(), 0.001)
 
 
 def _unresolvable_warning(u: sites.Unresolvable) -> str:

@@ -42,10 +42,10 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final, Literal, Protocol
+from typing import Any, Final, Literal, Protocol
 
 from controller import errors, refs
 from controller.metrics import Metrics
@@ -53,6 +53,8 @@ from controller.registry.types import Credential, Manifest
 
 __all__ = [
     "ANONYMOUS",
+    "ConfigCache",
+    "ConfigFetcher",
     "ManifestSource",
     "Resolution",
     "ResolutionSource",
@@ -553,3 +555,66 @@ class Resolver:
             registry=ref.registry,
             repository=ref.repository,
         )
+
+
+class ConfigFetcher(Protocol):
+    async def get_config(
+        self,
+        ref: refs.Reference,
+        manifest: Manifest,
+        *,
+        credential: Credential | None = None,
+    ) -> Mapping[str, Any]: ...
+
+
+class ConfigCache:
+    """Config blobs (Kitfiles) by digest, for policy rules that read them.
+
+    The content at a digest never changes, so entries need no TTL, only an LRU bound; the key
+    includes the credential's identity for the same reason the resolver's does (reading a
+    private blob once must not let another caller skip proving access). Concurrent misses for
+    one key share one fetch.
+    """
+
+    def __init__(self, source: ConfigFetcher, *, max_entries: int = 2_000) -> None:
+        self._source = source
+        self._max = max_entries
+        self._cache: OrderedDict[tuple[str, str], Mapping[str, Any]] = OrderedDict()
+        self._inflight: dict[tuple[str, str], asyncio.Future[Mapping[str, Any]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    async def get_config(
+        self,
+        ref: refs.Reference,
+        manifest: Manifest,
+        *,
+        credential: Credential | None = None,
+    ) -> Mapping[str, Any]:
+        key = (
+            manifest.config_digest or manifest.digest,
+            ANONYMOUS if credential is None else credential.identity,
+        )
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache.move_to_end(key)
+            return hit
+        pending = self._inflight.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Mapping[str, Any]] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            config = await self._source.get_config(ref, manifest, credential=credential)
+        except BaseException as e:
+            future.set_exception(e)
+            future.exception()  # retrieved: no "never retrieved" warning when nobody waits
+            raise
+        finally:
+            self._inflight.pop(key, None)
+        future.set_result(config)
+        self._cache[key] = config
+        while len(self._cache) > self._max:
+            self._cache.popitem(last=False)
+        return config

@@ -11,12 +11,13 @@ import functools
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import kopf
 
+from controller import audit, errors, pinning, policy, sites
 from controller import metrics as metrics_mod
-from controller import pinning, sites
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,23 +74,53 @@ def extra_resources(extra: Iterable[sites.ExtraSite]) -> list[WebhookResource]:
     return seen
 
 
+NAMESPACE_LABELS_INDEX = "kitpin_namespace_labels"
+CLUSTER_POLICIES_INDEX = "kitpin_cluster_policies"
+NAMESPACED_POLICIES_INDEX = "kitpin_namespaced_policies"
+"""kopf indexes, passed to handlers as keyword arguments named by the index's handler id. The
+ids are explicit: the default id of a nested function is its qualified name. Namespace labels
+serve both ``kitpin.dev/ignore=true`` and cluster policies' namespaceSelectors; policies are
+parsed once per change, never fetched per admission."""
+
+POLICY_PLURALS = {
+    policy.CLUSTER_KIND: "clustermodelkitpolicies",
+    policy.NAMESPACED_KIND: "modelkitpolicies",
+}
+
+
+def _first(index: Any, key: str) -> Any:
+    """The single value a kopf index holds for ``key`` (None when absent)."""
+    if index is None:
+        return None
+    store = index.get(key)
+    return next(iter(store), None) if store is not None else None
+
+
+def _all(index: Any) -> list[Any]:
+    return [] if index is None else [value for store in index.values() for value in store]
+
+
 def _review(
     *,
     body: Mapping[str, Any],
     old: Mapping[str, Any] | None,
     operation: str | None,
     dryrun: bool,
-    ignored: Mapping[str, Any] | None,
+    indexes: Mapping[str, Any],
 ) -> pinning.Review:
     meta = body.get("metadata") or {}
     namespace = str(meta.get("namespace") or "")
+    labels = _first(indexes.get(NAMESPACE_LABELS_INDEX), namespace) or {}
     return pinning.Review(
         operation=operation or "",
         namespace=namespace,
         obj=body,
         old=old,
         dry_run=dryrun,
-        namespace_ignored=bool(ignored is not None and namespace in ignored),
+        namespace_ignored=labels.get(pinning.IGNORE_LABEL) == "true",
+        namespace_labels=labels,
+        policies=_all(indexes.get(CLUSTER_POLICIES_INDEX))
+        + _all(indexes.get(NAMESPACED_POLICIES_INDEX)),
     )
 
 
@@ -100,15 +131,28 @@ def _apply_values(body: dict[str, Any], *, values: Mapping[str, str]) -> None:
     body.update(new)
 
 
+def _record(
+    recorder: audit.AuditRecorder | None, review: pinning.Review, decision: pinning.Decision
+) -> None:
+    """Audit trail, once per object: not for dry runs, and not for objects made by a
+    controller (their owner's violations were recorded when the owner was admitted)."""
+    if recorder is None or review.dry_run or not decision.violations:
+        return
+    if sites.controller_owner(review.obj) is not None:
+        return
+    recorder.record(decision.violations, obj=review.obj, namespace=review.namespace)
+
+
 def register(
     registry: kopf.OperatorRegistry,
     engine: pinning.Engine,
     *,
     metrics: metrics_mod.Metrics,
     resources: Iterable[WebhookResource] = BUILTIN_RESOURCES,
+    recorder: audit.AuditRecorder | None = None,
 ) -> list[str]:
-    """Register the handlers for every resource (built-in + extra CRD sites) in
-    ``registry``; return the handler ids (= webhook URL paths)."""
+    """Register the handlers for every resource (built-in + extra CRD sites) and for the
+    policy objects in ``registry``; return the handler ids (= webhook URL paths)."""
 
     async def mutate(
         body: Mapping[str, Any],
@@ -120,17 +164,12 @@ def register(
         **kwargs: Any,
     ) -> None:
         started = time.perf_counter()
-        review = _review(
-            body=body,
-            old=old,
-            operation=operation,
-            dryrun=dryrun,
-            ignored=kwargs.get("ignored_namespaces"),
-        )
+        review = _review(body=body, old=old, operation=operation, dryrun=dryrun, indexes=kwargs)
         decision = await engine.mutate(review)
         metrics.observe_admission("mutate", decision.reason, time.perf_counter() - started)
         warnings.extend(decision.warnings)
         if decision.denial is not None:
+            _record(recorder, review, decision)  # a policy denial is final here
             raise kopf.AdmissionError(decision.denial.message, code=decision.denial.code)
         if decision.values:
             patch.fns.append(functools.partial(_apply_values, values=dict(decision.values)))
@@ -146,16 +185,11 @@ def register(
         **kwargs: Any,
     ) -> None:
         started = time.perf_counter()
-        review = _review(
-            body=body,
-            old=old,
-            operation=operation,
-            dryrun=dryrun,
-            ignored=kwargs.get("ignored_namespaces"),
-        )
+        review = _review(body=body, old=old, operation=operation, dryrun=dryrun, indexes=kwargs)
         decision = await engine.validate(review)
         metrics.observe_admission("validate", decision.reason, time.perf_counter() - started)
         warnings.extend(decision.warnings)
+        _record(recorder, review, decision)
         if decision.denial is not None:
             raise kopf.AdmissionError(decision.denial.message, code=decision.denial.code)
 
@@ -182,8 +216,80 @@ def register(
         )(cast(Any, validate))
         ids += [pin_id, check_id]
 
-    @kopf.index("namespaces", labels={pinning.IGNORE_LABEL: "true"}, registry=registry)
-    def ignored_namespaces(name: str, **_: Any) -> dict[str, bool]:
-        return {name: True}
+    @kopf.index("namespaces", id=NAMESPACE_LABELS_INDEX, registry=registry)
+    def namespace_labels(name: str, labels: Mapping[str, str], **_: Any) -> dict[str, Any]:
+        return {name: dict(labels)}
 
+    ids += _register_policies(registry, recorder)
+    return ids
+
+
+def _register_policies(
+    registry: kopf.OperatorRegistry, recorder: audit.AuditRecorder | None
+) -> list[str]:
+    """Policy objects: a validating webhook (the same parser the index uses, so nothing that
+    is admitted can fail to load), an index of parsed policies, and ``status`` kept true."""
+
+    def index_policy(body: Mapping[str, Any], **_: Any) -> dict[Any, policy.Policy] | None:
+        try:
+            parsed = policy.parse_policy(body)
+        except errors.ConfigError:
+            return None  # not in force; its status says why (see policy_status)
+        return {parsed.ref: parsed}
+
+    async def check_policy(body: Mapping[str, Any], **_: Any) -> None:
+        try:
+            policy.parse_policy(body)
+        except errors.ConfigError as e:
+            raise kopf.AdmissionError(str(e), code=422) from e
+
+    def policy_status(
+        body: Mapping[str, Any],
+        patch: kopf.Patch,
+        **kwargs: Any,
+    ) -> None:
+        event_type = kwargs.get("type")
+        meta = body.get("metadata") or {}
+        kind = str(body.get("kind") or "")
+        ns = meta.get("namespace") if kind == policy.NAMESPACED_KIND else None
+        ref = policy.PolicyRef(kind=cast(Any, kind), namespace=ns, name=str(meta.get("name")))
+        if event_type == "DELETED":
+            if recorder is not None:
+                recorder.forget(ref)
+            return
+        if recorder is not None:
+            recorder.observe(ref, body)
+        previous = body.get("status") or {}
+        now = datetime.now(UTC)
+        try:
+            new = policy.accepted_status(policy.parse_policy(body), now=now, previous=previous)
+        except errors.ConfigError as e:
+            new = policy.rejected_status(
+                e, generation=meta.get("generation"), now=now, previous=previous
+            )
+        if any(previous.get(k) != new[k] for k in ("observedGeneration", "summary", "ruleCount")):
+            for key, value in new.items():
+                patch.status[key] = value
+
+    ids: list[str] = []
+    for kind, plural in POLICY_PLURALS.items():
+        index_id = (
+            CLUSTER_POLICIES_INDEX if kind == policy.CLUSTER_KIND else NAMESPACED_POLICIES_INDEX
+        )
+        kopf.index(policy.GROUP, policy.VERSION, plural, id=index_id, registry=registry)(
+            index_policy
+        )
+        check_id = f"check-{plural}"
+        kopf.on.validate(
+            policy.GROUP,
+            policy.VERSION,
+            plural,
+            id=check_id,
+            operations=["CREATE", "UPDATE"],
+            registry=registry,
+        )(cast(Any, check_policy))
+        kopf.on.event(
+            policy.GROUP, policy.VERSION, plural, id=f"status-{plural}", registry=registry
+        )(cast(Any, policy_status))
+        ids.append(check_id)
     return ids

@@ -1,0 +1,271 @@
+"""The policy audit trail: violation counters in policy status, Events, metrics.
+
+Admission handlers call :meth:`AuditRecorder.record`, which only queues the violations in
+memory and counts the metric: no API call on the admission path. A background task
+(:meth:`AuditRecorder.run`) flushes the queue every ``interval`` seconds:
+
+- per policy, one merge patch of ``status`` (``violations``, ``violationsByRule``,
+  ``recentViolations``; built by :func:`controller.policy.record_violations`) carrying the
+  ``resourceVersion`` it was computed from. If another replica wrote in between, the apiserver
+  answers 409 Conflict and the violations stay queued for the next flush, by which time the
+  watch has delivered the newer status: no increment is lost or counted twice;
+- one ``Warning`` Event per warn/audit violation on the offending object (enforce violations
+  were denied: the object does not exist, the denial message told the user).
+
+The last known status of each policy comes from the kopf watch (:meth:`observe`) and from
+each patch response, so the recorder never needs to read policies itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol, cast
+
+from controller import metrics as metrics_mod
+from controller import policy
+
+logger = logging.getLogger(__name__)
+
+EVENT_MESSAGE_LIMIT = 1024
+
+
+class ConflictError(Exception):
+    """The policy changed since the status the patch was computed from."""
+
+
+class AuditSink(Protocol):
+    """Blocking writes to the apiserver (run in a thread)."""
+
+    def patch_policy_status(
+        self, ref: policy.PolicyRef, status: Mapping[str, Any], resource_version: str | None
+    ) -> Mapping[str, Any]:
+        """Merge-patch ``status``; return the stored object; raise :class:`ConflictError` on 409."""
+        ...
+
+    def create_event(self, namespace: str, event: Mapping[str, Any]) -> None: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Pending:
+    violations: tuple[policy.Violation, ...]
+    object_ref: str
+    namespace: str
+    involved: Mapping[str, str]
+    when: datetime
+
+
+class AuditRecorder:
+    def __init__(
+        self,
+        sink: AuditSink,
+        *,
+        metrics: metrics_mod.Metrics | None = None,
+        interval: float = 5.0,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._sink = sink
+        self._metrics = metrics
+        self._interval = interval
+        self._now = now
+        self._pending: list[_Pending] = []
+        self._statuses: dict[policy.PolicyRef, tuple[int, Mapping[str, Any], str | None]] = {}
+        self._wakeup = asyncio.Event()
+        self._instance = socket.gethostname()
+
+    # -- fed by the watch ---------------------------------------------------------------
+
+    def observe(self, ref: policy.PolicyRef, body: Mapping[str, Any]) -> None:
+        """Remember the newest status seen for ``ref`` (watch events arrive in order, but a
+        patch response may be newer than a late event: keep the higher resourceVersion)."""
+        meta = body.get("metadata") or {}
+        rv = str(meta.get("resourceVersion") or "")
+        self._remember(ref, body.get("status") or {}, rv or None)
+
+    def forget(self, ref: policy.PolicyRef) -> None:
+        self._statuses.pop(ref, None)
+
+    def _remember(self, ref: policy.PolicyRef, status: Mapping[str, Any], rv: str | None) -> None:
+        order = int(rv) if rv and rv.isdigit() else -1
+        known = self._statuses.get(ref)
+        if known is None or order >= known[0]:
+            self._statuses[ref] = (order, status, rv)
+
+    # -- fed by admissions --------------------------------------------------------------
+
+    def record(
+        self,
+        violations: Sequence[policy.Violation],
+        *,
+        obj: Mapping[str, Any],
+        namespace: str,
+    ) -> None:
+        """Queue ``violations`` found in ``obj``; cheap, no I/O."""
+        if not violations:
+            return
+        meta = obj.get("metadata") or {}
+        kind = str(obj.get("kind") or "")
+        name = str(meta.get("name") or meta.get("generateName") or "")
+        if self._metrics is not None:
+            for v in violations:
+                self._metrics.count_policy_violation(str(v.policy), v.rule, v.mode)
+        self._pending.append(
+            _Pending(
+                violations=tuple(violations),
+                object_ref=f"{kind}/{name}",
+                namespace=namespace,
+                involved={
+                    "apiVersion": str(obj.get("apiVersion") or ""),
+                    "kind": kind,
+                    "name": name,
+                    "namespace": namespace,
+                    "uid": str(meta.get("uid") or ""),
+                },
+                when=self._now(),
+            )
+        )
+        if len(self._pending) >= 500:
+            self._wakeup.set()
+
+    # -- the flush loop -----------------------------------------------------------------
+
+    async def run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._interval):
+                    await self._wakeup.wait()
+            self._wakeup.clear()
+            try:
+                await self.flush()
+            except Exception:  # the loop must survive anything; the next flush retries
+                logger.exception("writing the policy audit trail failed")
+
+    async def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        await self._write_events(pending)
+        retry: list[_Pending] = []
+        by_policy: dict[policy.PolicyRef, list[_Pending]] = {}
+        for item in pending:
+            for ref in {v.policy for v in item.violations}:
+                by_policy.setdefault(ref, []).append(item)
+        for ref, items in by_policy.items():
+            if not await self._write_status(ref, items):
+                retry.extend(
+                    _Pending(
+                        violations=tuple(v for v in i.violations if v.policy == ref),
+                        object_ref=i.object_ref,
+                        namespace=i.namespace,
+                        involved={},  # its Events were written already
+                        when=i.when,
+                    )
+                    for i in items
+                )
+        self._pending[:0] = retry
+
+    async def _write_status(self, ref: policy.PolicyRef, items: Sequence[_Pending]) -> bool:
+        known = self._statuses.get(ref)
+        previous: Mapping[str, Any] = known[1] if known else {}
+        rv = known[2] if known else None
+        status: Mapping[str, Any] = previous
+        for item in items:
+            mine = [v for v in item.violations if v.policy == ref]
+            status = {
+                **status,
+                **policy.record_violations(
+                    status, mine, object_ref=item.object_ref, namespace=item.namespace,
+                    now=item.when,
+                ),
+            }  # fmt: skip
+        patch = {k: status[k] for k in ("violations", "violationsByRule", "recentViolations")}
+        try:
+            stored = await asyncio.to_thread(self._sink.patch_policy_status, ref, patch, rv)
+        except ConflictError:
+            logger.info("status of %s changed meanwhile; its violations wait a flush", ref)
+            return False
+        except Exception as e:
+            logger.warning("cannot write the status of %s: %s", ref, e)
+            return True  # a deleted policy or a permission problem: do not retry forever
+        meta = stored.get("metadata") or {}
+        self._remember(ref, stored.get("status") or {}, str(meta.get("resourceVersion") or ""))
+        return True
+
+    async def _write_events(self, pending: Sequence[_Pending]) -> None:
+        for item in pending:
+            if not item.involved:
+                continue
+            for v in item.violations:
+                if v.mode == "enforce":
+                    continue
+                try:
+                    await asyncio.to_thread(
+                        self._sink.create_event, item.namespace, self._event(item, v)
+                    )
+                except Exception as e:
+                    logger.warning("cannot create an Event for %s: %s", item.object_ref, e)
+
+    def _event(self, item: _Pending, v: policy.Violation) -> dict[str, Any]:
+        stamp = item.when.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": "kitpin-", "namespace": item.namespace},
+            "involvedObject": {k: val for k, val in item.involved.items() if val},
+            "reason": v.reason,
+            "message": v.message[:EVENT_MESSAGE_LIMIT],
+            "type": "Warning",
+            "source": {"component": "kitpin"},
+            "reportingComponent": "kitpin.dev/kitpin",
+            "reportingInstance": self._instance,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+        }
+
+
+class KubeAuditSink:
+    """:class:`AuditSink` over the official ``kubernetes`` client."""
+
+    def __init__(self, api_client: Any) -> None:
+        from kubernetes import client
+
+        self._custom = client.CustomObjectsApi(api_client)
+        self._core = client.CoreV1Api(api_client)
+        self._api_exception: type[Exception] = client.ApiException
+
+    def patch_policy_status(
+        self, ref: policy.PolicyRef, status: Mapping[str, Any], resource_version: str | None
+    ) -> Mapping[str, Any]:
+        body: dict[str, Any] = {"status": dict(status)}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        plural = "clustermodelkitpolicies" if ref.namespace is None else "modelkitpolicies"
+        try:
+            if ref.namespace is None:
+                result = self._custom.patch_cluster_custom_object_status(
+                    policy.GROUP, policy.VERSION, plural, ref.name, body, _request_timeout=5
+                )
+            else:
+                result = self._custom.patch_namespaced_custom_object_status(
+                    policy.GROUP,
+                    policy.VERSION,
+                    ref.namespace,
+                    plural,
+                    ref.name,
+                    body,
+                    _request_timeout=5,
+                )
+        except self._api_exception as e:
+            if getattr(e, "status", None) == 409:
+                raise ConflictError(str(e)) from e
+            raise
+        return result if isinstance(result, Mapping) else {}
+
+    def create_event(self, namespace: str, event: Mapping[str, Any]) -> None:
+        self._core.create_namespaced_event(namespace, cast(Any, dict(event)), _request_timeout=5)
