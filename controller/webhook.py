@@ -28,15 +28,29 @@ class WebhookResource:
     version: str | None = None
     plural: str | None = None
     kind: str | None = None
+    subresource: str | None = None
+    """e.g. ``ephemeralcontainers``: ``kubectl debug`` adds containers through
+    ``pods/ephemeralcontainers``, never through a plain Pod UPDATE."""
+    operations: tuple[str, ...] = ("CREATE", "UPDATE")
 
     @property
     def slug(self) -> str:
         name = (self.plural or self.kind or "").lower()
+        if self.subresource:
+            name = f"{name}-{self.subresource}"
         return name if not self.group else f"{name}-{self.group.replace('.', '-')}"
 
 
 BUILTIN_RESOURCES: tuple[WebhookResource, ...] = (
     WebhookResource(group="", version="v1", plural="pods"),
+    WebhookResource(
+        group="",
+        version="v1",
+        plural="pods",
+        subresource="ephemeralcontainers",
+        operations=("UPDATE",),
+    ),
+    WebhookResource(group="", version="v1", plural="replicationcontrollers"),
     WebhookResource(group="apps", version="v1", plural="deployments"),
     WebhookResource(group="apps", version="v1", plural="statefulsets"),
     WebhookResource(group="apps", version="v1", plural="daemonsets"),
@@ -201,8 +215,9 @@ def register(
             version=res.version,
             plural=res.plural,
             kind=res.kind,
+            subresource=res.subresource,
             id=pin_id,
-            operations=["CREATE", "UPDATE"],
+            operations=cast(Any, list(res.operations)),
             registry=registry,
         )(cast(Any, mutate))
         kopf.on.validate(
@@ -210,8 +225,9 @@ def register(
             version=res.version,
             plural=res.plural,
             kind=res.kind,
+            subresource=res.subresource,
             id=check_id,
-            operations=["CREATE", "UPDATE"],
+            operations=cast(Any, list(res.operations)),
             registry=registry,
         )(cast(Any, validate))
         ids += [pin_id, check_id]

@@ -15,6 +15,7 @@ import yaml
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from controller import webhook
 from tests.chart import manifests, render
 from tests.harness.controlplane import kubectl_binary
 
@@ -60,7 +61,7 @@ def test_kustomize_base_injects_the_ca_that_signed_the_serving_certificate(tmp_p
         for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")
         for w in render.one(docs, kind)["webhooks"]
     ]
-    assert len(webhooks) == 16
+    assert len(webhooks) == 2 * len(webhook.BUILTIN_RESOURCES) + len(webhook.POLICY_PLURALS)
     for w in webhooks:
         assert base64.b64decode(w["clientConfig"]["caBundle"]) == ca_pem, w["name"]
         assert w["clientConfig"]["service"]["namespace"] == "kitpin"

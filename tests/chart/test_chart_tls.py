@@ -10,6 +10,7 @@ import pytest
 import trustme
 from cryptography import x509
 
+from controller import webhook as kitpin_webhook
 from tests.chart import render
 
 pytestmark = pytest.mark.integration
@@ -52,7 +53,8 @@ def test_generated_certificate_is_valid_for_the_service_and_matches_every_ca_bun
         days=3000
     )
     webhooks = _webhooks(docs)
-    assert len(webhooks) == 16
+    expected = 2 * len(kitpin_webhook.BUILTIN_RESOURCES) + len(kitpin_webhook.POLICY_PLURALS)
+    assert len(webhooks) == expected
     for webhook in webhooks:
         assert base64.b64decode(webhook["clientConfig"]["caBundle"]) == ca_pem, webhook["name"]
     assert _tls_volume(docs)["secret"]["secretName"] == "kitpin-tls"

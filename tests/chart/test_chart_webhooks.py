@@ -38,6 +38,9 @@ EXTRA_SITES: list[dict[str, Any]] = [
 ]
 
 
+POLICY_CHECKS = {f"/check-{plural}" for plural in webhook.POLICY_PLURALS.values()}
+
+
 def _by_path(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {w["clientConfig"]["service"]["path"]: w for w in config["webhooks"]}
 
@@ -56,16 +59,19 @@ def test_one_webhook_per_registered_handler_at_its_path(default_docs: list[dict[
     mutating = _by_path(render.one(default_docs, "MutatingWebhookConfiguration"))
     validating = _by_path(render.one(default_docs, "ValidatingWebhookConfiguration"))
     assert set(mutating) == pins
-    assert set(validating) == checks
+    assert set(validating) == checks | POLICY_CHECKS
     for resource in webhook.BUILTIN_RESOURCES:
         pin, check = webhook.handler_ids(resource)
         for w in (mutating[f"/{pin}"], validating[f"/{check}"]):
+            plural = str(resource.plural)
             assert w["rules"] == [
                 {
                     "apiGroups": [resource.group],
                     "apiVersions": [resource.version],
-                    "resources": [resource.plural],
-                    "operations": ["CREATE", "UPDATE"],
+                    "resources": [
+                        f"{plural}/{resource.subresource}" if resource.subresource else plural
+                    ],
+                    "operations": list(resource.operations),
                     "scope": "Namespaced",
                 }
             ]
@@ -161,7 +167,7 @@ def test_extra_sites_get_webhooks_at_kitpins_handler_ids() -> None:
     mutating = _by_path(render.one(docs, "MutatingWebhookConfiguration"))
     validating = _by_path(render.one(docs, "ValidatingWebhookConfiguration"))
     assert set(mutating) == pins
-    assert set(validating) == checks
+    assert set(validating) == checks | POLICY_CHECKS
     assert "/pin-modeldeployment-ml-example-com" in mutating
     assert mutating["/pin-modeldeployment-ml-example-com"]["rules"] == [
         {
@@ -186,7 +192,7 @@ def test_validate_only_installs_no_mutating_webhook() -> None:
     assert not render.find(docs, "MutatingWebhookConfiguration")
     assert len(render.one(docs, "ValidatingWebhookConfiguration")["webhooks"]) == len(
         webhook.BUILTIN_RESOURCES
-    )
+    ) + len(POLICY_CHECKS)
 
 
 def test_pods_only_never_sends_workload_templates_to_the_mutating_webhook() -> None:
@@ -194,11 +200,12 @@ def test_pods_only_never_sends_workload_templates_to_the_mutating_webhook() -> N
     mutating = _by_path(render.one(docs, "MutatingWebhookConfiguration"))
     assert set(mutating) == {
         "/pin-pods",
+        "/pin-pods-ephemeralcontainers",
         "/pin-inferenceservices",
         "/pin-modeldeployment-ml-example-com",
     }
     validating = _by_path(render.one(docs, "ValidatingWebhookConfiguration"))
-    assert len(validating) == len(webhook.BUILTIN_RESOURCES) + 1
+    assert len(validating) == len(webhook.BUILTIN_RESOURCES) + 1 + len(POLICY_CHECKS)
 
 
 def test_webhook_annotations_are_passed_through() -> None:

@@ -98,6 +98,8 @@ mutating webhook in pods-only mode, where kitpin never rewrites them).
 {{- define "kitpin.webhookResources" -}}
 {{- $out := list
   (dict "id" "pods" "group" "" "versions" (list "v1") "resource" "pods" "scope" "Namespaced" "template" false)
+  (dict "id" "pods-ephemeralcontainers" "group" "" "versions" (list "v1") "resource" "pods/ephemeralcontainers" "scope" "Namespaced" "template" false "operations" (list "UPDATE"))
+  (dict "id" "replicationcontrollers" "group" "" "versions" (list "v1") "resource" "replicationcontrollers" "scope" "Namespaced" "template" true)
   (dict "id" "deployments" "group" "apps" "versions" (list "v1") "resource" "deployments" "scope" "Namespaced" "template" true)
   (dict "id" "statefulsets" "group" "apps" "versions" (list "v1") "resource" "statefulsets" "scope" "Namespaced" "template" true)
   (dict "id" "daemonsets" "group" "apps" "versions" (list "v1") "resource" "daemonsets" "scope" "Namespaced" "template" true)
@@ -141,6 +143,17 @@ mutating webhook in pods-only mode, where kitpin never rewrites them).
 {{- end -}}
 
 {{/* One webhook entry. Arguments: dict "root" $ "r" <resource> "kind" "pin"|"check" "caBundle" <b64 or ""> */}}
+{{/*
+The policy kinds (controller/webhook.py POLICY_PLURALS): validated by kitpin's own parser at
+/check-<plural>, so every stored policy is one kitpin can load.
+*/}}
+{{- define "kitpin.policyResources" -}}
+{{- list
+  (dict "id" "clustermodelkitpolicies" "group" "kitpin.dev" "versions" (list "v1alpha1") "resource" "clustermodelkitpolicies" "scope" "Cluster")
+  (dict "id" "modelkitpolicies" "group" "kitpin.dev" "versions" (list "v1alpha1") "resource" "modelkitpolicies" "scope" "Namespaced")
+  | toYaml -}}
+{{- end -}}
+
 {{- define "kitpin.webhookEntry" -}}
 {{- $root := .root -}}
 - name: {{ printf "%s-%s.kitpin.dev" .kind .r.id }}
@@ -165,7 +178,7 @@ mutating webhook in pods-only mode, where kitpin never rewrites them).
     - apiGroups: [{{ .r.group | quote }}]
       apiVersions: {{ toJson .r.versions }}
       resources: [{{ .r.resource | quote }}]
-      operations: ["CREATE", "UPDATE"]
+      operations: {{ toJson (.r.operations | default (list "CREATE" "UPDATE")) }}
       scope: {{ .r.scope | quote }}
   namespaceSelector:
     {{- include "kitpin.namespaceSelector" $root | nindent 4 }}
