@@ -7,6 +7,7 @@ annotations and admission responses) and a message that says what was wrong *and
      ├── ReferenceError            the text is not a usable ModelKit reference (user input)
      │    └── LocalReferenceError  kit grammar without a registry host: kit's local storage
      ├── ConfigError               a settings file, flag or credentials file is unusable
+     ├── ManifestError             a manifest file `kitpin pin` cannot read or rewrite safely
      └── RegistryError             talking to a registry failed; nothing was pinned
           ├── NotFoundError          the repository or tag does not exist
           ├── UnauthorizedError      credentials missing or rejected (401)
@@ -33,6 +34,7 @@ __all__ = [
     "HostNotAllowedError",
     "KitpinError",
     "LocalReferenceError",
+    "ManifestError",
     "ManifestTooLargeError",
     "NotFoundError",
     "RateLimitedError",
@@ -77,6 +79,13 @@ class ConfigError(KitpinError):
     """A configuration file, flag or credential file cannot be used."""
 
     reason = "InvalidConfig"
+
+
+class ManifestError(KitpinError):
+    """A manifest (YAML/JSON file) that kitpin cannot read or cannot rewrite safely; the
+    message names the source and line."""
+
+    reason = "InvalidManifest"
 
 
 class RegistryError(KitpinError):

@@ -82,11 +82,8 @@ MAX_LIST_DEPTH: Final = 4
 _STR_TAG: Final = "tag:yaml.org,2002:str"
 
 
-class ManifestError(errors.KitpinError):
-    """A manifest that kitpin cannot read or cannot rewrite safely; the message names the
-    source and line."""
-
-    reason = "InvalidManifest"
+ManifestError = errors.ManifestError
+"""Re-exported here, where it is raised; defined in the one hierarchy of errors.py."""
 
 
 class Reason:

@@ -123,6 +123,14 @@ SiteKind = Literal[
 ]
 
 KIT_URI_PREFIX: Final = "kit://"
+
+
+def _kit_scheme(value: str) -> str:
+    """kit accepts ``kit://`` in front of a reference anywhere; a site that has it keeps it, so
+    the pinned value differs from what the user wrote only by ``@sha256:...``."""
+    return KIT_URI_PREFIX if value.startswith(KIT_URI_PREFIX) else ""
+
+
 KSERVE_GROUP: Final = "serving.kserve.io"
 
 # isinstance() against a tuple that starts with the concrete JSON types is ~3x faster than
@@ -727,6 +735,7 @@ def _walk_env(container: Mapping[str, Any], base: str, label: str, index: int, o
                     path=f"{base}/env/{j}/value",
                     kind="env",
                     grammar="kit",
+                    prefix=_kit_scheme(value),
                     value=value,
                     expects_modelkit=True,
                     where=f"{who} env {name}",
@@ -854,6 +863,7 @@ def _walk_kit_cli(container: Mapping[str, Any], base: str, who: str, out: _Out) 
             path=f"{base}/{field_name}/{position}",
             kind="kit-cli-args",
             grammar="kit",
+            prefix=_kit_scheme(value),
             value=value,
             expects_modelkit=True,
             where=where,
@@ -901,6 +911,7 @@ def _kit_cli_variable(
                 path=f"{base}/env/{j}/value",
                 kind="kit-cli-args",
                 grammar="kit",
+                prefix=_kit_scheme(env_value),
                 value=env_value,
                 expects_modelkit=True,
                 where=f"{who} env {name} (used by {where.removeprefix(who + ' ')})",
