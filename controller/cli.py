@@ -123,9 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # One-shot commands print their result and errors themselves: logs only with -v.
-    quiet = {"run": logging.INFO, "pin": logging.ERROR, "check": logging.ERROR}.get(
-        args.command, logging.WARNING
-    )
+    quiet = logging.INFO if args.command == "run" else logging.ERROR
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else quiet,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -28,6 +28,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from controller import webhook
 from tests.chart import manifests, render
 from tests.harness import procs
 from tests.harness.controlplane import Clients, ControlPlane
@@ -176,12 +177,16 @@ def test_helm_install_is_accepted_and_webhooks_point_at_the_service(
             config["kind"]: sorted(w["clientConfig"]["service"]["path"] for w in config["webhooks"])
             for config in (mutating, validating)
         }
-        expected = [
-            "pods", "deployments", "statefulsets", "daemonsets", "replicasets", "jobs",
-            "cronjobs", "inferenceservices", "modeldeployment-ml-example-com",
-        ]  # fmt: skip
-        assert paths["MutatingWebhookConfiguration"] == sorted(f"/pin-{e}" for e in expected)
-        assert paths["ValidatingWebhookConfiguration"] == sorted(f"/check-{e}" for e in expected)
+        resources = [
+            *webhook.BUILTIN_RESOURCES,
+            webhook.WebhookResource(group="ml.example.com", kind="ModelDeployment"),
+        ]
+        ids = [webhook.handler_ids(r) for r in resources]
+        policy_checks = [f"/check-{plural}" for plural in webhook.POLICY_PLURALS.values()]
+        assert paths["MutatingWebhookConfiguration"] == sorted(f"/{pin}" for pin, _ in ids)
+        assert paths["ValidatingWebhookConfiguration"] == sorted(
+            [f"/{check}" for _, check in ids] + policy_checks
+        )
         for config in (mutating, validating):
             for w in config["webhooks"]:
                 assert w["clientConfig"]["service"] == {

@@ -11,7 +11,6 @@ from controller.resolver import ConfigCache
 from tests.pinning.test_pinning_engine import (
     CANONICAL,
     DEPLOYMENT,
-    ENV_PATH,
     FakeResolver,
     load,
     with_values,
