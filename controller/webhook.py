@@ -210,26 +210,20 @@ def register(
     ids: list[str] = []
     for res in resources:
         pin_id, check_id = handler_ids(res)
-        kopf.on.mutate(
-            group=res.group,
-            version=res.version,
-            plural=res.plural,
-            kind=res.kind,
-            subresource=res.subresource,
-            id=pin_id,
-            operations=cast(Any, list(res.operations)),
-            registry=registry,
-        )(cast(Any, mutate))
-        kopf.on.validate(
-            group=res.group,
-            version=res.version,
-            plural=res.plural,
-            kind=res.kind,
-            subresource=res.subresource,
-            id=check_id,
-            operations=cast(Any, list(res.operations)),
-            registry=registry,
-        )(cast(Any, validate))
+        for decorator, handler_id, fn in (
+            (kopf.on.mutate, pin_id, mutate),
+            (kopf.on.validate, check_id, validate),
+        ):
+            decorator(
+                group=res.group,
+                version=res.version,
+                plural=res.plural,
+                kind=res.kind,
+                subresource=res.subresource,
+                id=handler_id,
+                operations=cast(Any, list(res.operations)),
+                registry=registry,
+            )(cast(Any, fn))
         ids += [pin_id, check_id]
 
     @kopf.index("namespaces", id=NAMESPACE_LABELS_INDEX, registry=registry)
