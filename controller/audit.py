@@ -113,7 +113,7 @@ class AuditRecorder:
         name = str(meta.get("name") or meta.get("generateName") or "")
         if self._metrics is not None:
             for v in violations:
-                self._metrics.count_policy_violation(str(v.policy), v.rule, v.mode)
+                self._metrics.count_policy_violation(_metric_label(v.policy), v.rule, v.mode)
         self._pending.append(
             _Pending(
                 violations=tuple(violations),
@@ -227,6 +227,14 @@ class AuditRecorder:
             "lastTimestamp": stamp,
             "count": 1,
         }
+
+
+def _metric_label(ref: policy.PolicyRef) -> str:
+    """``ClusterModelKitPolicy/name`` or ``ModelKitPolicy/namespace/name``: two namespaces'
+    policies of the same name are two series."""
+    if ref.namespace is None:
+        return f"{ref.kind}/{ref.name}"
+    return f"{ref.kind}/{ref.namespace}/{ref.name}"
 
 
 class KubeAuditSink:

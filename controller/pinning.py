@@ -459,13 +459,14 @@ class Engine:
         pins = _read_pins(review.obj)
         evidence: list[policy.Evidence] = []
         for f in found:
-            written = f.ref
+            written, written_text = f.ref, None
             record = pins.get(f.site.path)
             if record and f.ref.digest and record.get("digest") == f.ref.digest:
                 original = record.get("from", "")
                 if original.startswith(f.site.prefix):
                     try:
                         written = refs.parse(original[len(f.site.prefix) :], grammar=f.site.grammar)
+                        written_text = original
                     except errors.ReferenceError:
                         written = f.ref
             resolution = resolved.get(f.site.path)
@@ -492,7 +493,11 @@ class Engine:
                     )
             evidence.append(
                 policy.Evidence(
-                    site=f.site, reference=written, resolution=resolution, config=config
+                    site=f.site,
+                    reference=written,
+                    resolution=resolution,
+                    config=config,
+                    written=written_text,
                 )
             )
         return evidence

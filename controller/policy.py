@@ -494,6 +494,9 @@ class Evidence:
     config: Mapping[str, Any] | None = None
     """The config blob as JSON (``RegistryClient.get_config``): the Kitfile of a KitOps
     ModelKit, the model config of a ModelPack. Fetch it only when :func:`needs_config`."""
+    written: str | None = None
+    """The site's text as the user wrote it, when kitpin has since pinned it (messages quote
+    this, not kitpin's own pin). None: the site's current value is what the user wrote."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -1446,7 +1449,7 @@ class _Check:
         self.namespace = namespace
         self.violations = violations
         self.unchecked = unchecked
-        self.subject = f"{evidence.site.where} '{evidence.site.value}'"
+        self.subject = f"{evidence.site.where} '{evidence.written or evidence.site.value}'"
 
     def violation(self, rule: str, reason: str, problem: str, advice: str) -> None:
         self.violations.append(
@@ -1540,7 +1543,7 @@ class _Check:
                 Rule.TAGS_REQUIRE_DIGEST,
                 Reason.DIGEST_REQUIRED,
                 f"has no digest, and namespace {self.namespace} accepts only references "
-                "pinned by digest (kitpin does not pin them here)",
+                "written with a digest",
                 f"write '{self.ev.site.prefix}{ref.name}:{ref.tag}@sha256:<digest>' in the "
                 f"manifest (`kitpin resolve '{ref}'` prints the digest)",
             )

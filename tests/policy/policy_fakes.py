@@ -156,7 +156,9 @@ def evidence(
             resolved_at=NOW,
             source="registry",
         )
-    return policy.Evidence(site=the_site, reference=ref, resolution=resolution, config=config)
+    return policy.Evidence(
+        site=the_site, reference=ref, resolution=resolution, config=config, written=written
+    )
 
 
 def kitfile(

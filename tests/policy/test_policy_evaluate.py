@@ -339,8 +339,8 @@ def test_require_digest_reads_what_the_user_wrote() -> None:
     (v,) = evaluate([p], pinned_by_kitpin).violations
     assert v.rule == "tags.requireDigest"
     assert v.message.endswith(
-        "has no digest, and namespace ml accepts only references pinned by digest (kitpin "
-        "does not pin them here); write 'ghcr.io/acme/m:v1@sha256:<digest>' in the manifest "
+        "has no digest, and namespace ml accepts only references written with a digest; "
+        "write 'ghcr.io/acme/m:v1@sha256:<digest>' in the manifest "
         "(`kitpin resolve 'ghcr.io/acme/m:v1'` prints the digest)"
     )
 
