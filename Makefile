@@ -66,6 +66,12 @@ e2e: venv tools ## End-to-end tests against the real control plane and registry.
 test: venv tools lint ## Everything: lint, unit, integration (real registry) and e2e (real control plane).
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
+##@ Packaging
+
+.PHONY: manifests
+manifests: venv tools ## Copy deploy/crds/ into charts/kitpin/crds/ and render deploy/ (kustomize base) from the chart.
+	$(PY) -m tests.chart.manifests
+
 ##@ Local cluster
 
 .PHONY: dev-up
@@ -84,6 +90,16 @@ dev-status: venv ## Is the local cluster up?
 run: venv ## Run kitpin on 127.0.0.1 against the dev cluster (kopf-managed webhooks; needs dev-up).
 	@[ -f $(KITPIN_DEV_DIR)/env ] || { echo "no $(KITPIN_DEV_DIR)/env: run 'make dev-up' first"; exit 1; }
 	. $(KITPIN_DEV_DIR)/env && $(VENV)/bin/kitpin run --dev
+
+##@ Benchmarks
+
+$(VENV)/.bench-installed: $(VENV)/.installed pyproject.toml
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	@touch $@
+
+.PHONY: bench
+bench: venv tools $(VENV)/.bench-installed ## Benchmarks -> bench/results/latest.{json,png} (QUICK=1: < 60 s smoke run; PROFILE=1: py-spy).
+	$(PY) -m bench.run $(if $(QUICK),--quick) $(if $(PROFILE),--profile)
 
 ##@ Demo
 
