@@ -9,6 +9,10 @@ serves, on the same port (so probes prove the webhook port itself answers):
 - ``GET /readyz``  — the handlers are registered and the server is up;
 - ``GET /metrics`` — Prometheus exposition of :mod:`controller.metrics`.
 
+kitpin's own webhooks (``/pin-*``, ``/check-*``) are answered by ``fast_review``
+(:class:`controller.webhook.FastPath`) before kopf's generic admission machinery; kopf
+serves everything else (and the same reviews, should the fast path decline one).
+
 Certificate files are re-read when they change (cert-manager rotations), like kopf does.
 """
 
@@ -19,7 +23,7 @@ import base64
 import json
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp.web
@@ -30,6 +34,12 @@ logger = logging.getLogger(__name__)
 
 MAX_BODY = 8 * 1024 * 1024
 
+FastReview = Callable[
+    [Mapping[str, Any], str | None, Mapping[str, Any]], Awaitable[dict[str, Any] | None]
+]
+"""``(review, handler id, kopf's indexes) -> response or None``: answers a review before
+kopf's generic admission machinery does; None hands it to kopf."""
+
 
 class WebhookServer(kopf.WebhookServer):
     """kopf's webhook server with an explicit body cap and probe/metrics routes."""
@@ -39,10 +49,12 @@ class WebhookServer(kopf.WebhookServer):
         *,
         metrics_render: Callable[[], bytes] | None = None,
         max_body: int = MAX_BODY,
+        fast_review: FastReview | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.metrics_render = metrics_render
+        self.fast_review = fast_review
         self.max_body = max_body
         self.ready = False
 
@@ -101,15 +113,27 @@ class WebhookServer(kopf.WebhookServer):
                 await runner.cleanup()
 
     async def _review(self, fn: Any, request: aiohttp.web.Request) -> aiohttp.web.Response:
-        sslpeer = request.transport.get_extra_info("peercert") if request.transport else None
         try:
             data = json.loads(await request.read())
         except ValueError as e:
             raise aiohttp.web.HTTPBadRequest(reason=f"not a JSON AdmissionReview: {e}") from e
+        webhook = request.match_info.get("id")
+        if self.fast_review is not None and isinstance(data, dict):
+            # kopf binds its indexes (namespace labels, policies) into the function it hands
+            # to webhook servers; the fast path reads the same ones.
+            indexes = getattr(fn, "keywords", {}).get("indices")
+            if indexes is not None:
+                answer = await self.fast_review(data, webhook, indexes)
+                if answer is not None:
+                    return aiohttp.web.Response(
+                        body=json.dumps(answer, separators=(",", ":")).encode(),
+                        content_type="application/json",
+                    )
+        sslpeer = request.transport.get_extra_info("peercert") if request.transport else None
         try:
             response = await fn(
                 data,
-                webhook=request.match_info.get("id"),
+                webhook=webhook,
                 sslpeer=sslpeer,
                 headers=dict(request.headers),
             )
