@@ -114,6 +114,41 @@ class NamespaceCredentials:
             return None
         return self._central.lookup(registry, repository=repository)
 
+    def lookup_cached(
+        self,
+        *,
+        namespace: str,
+        registry: str,
+        repository: str,
+        pod_spec: Mapping[str, Any] | None,
+    ) -> tuple[bool, Credential | None]:
+        """:meth:`lookup` from the caches alone: ``(True, credential)`` when every read it
+        needs is cached and fresh, else ``(False, None)`` (then await :meth:`lookup`).
+        Synchronous: the common case of a rollout costs no task and no thread."""
+        now = self._clock()
+        names: list[str] = []
+        if pod_spec is not None:
+            for entry in pod_spec.get("imagePullSecrets") or ():
+                if isinstance(entry, Mapping) and isinstance(entry.get("name"), str):
+                    names.append(entry["name"])
+            sa_name = pod_spec.get("serviceAccountName") or "default"
+            if isinstance(sa_name, str):
+                hit = self._sa_cache.get((namespace, sa_name))
+                if not hit or hit[0] <= now:
+                    return False, None
+                names.extend(n for n in hit[1] if n not in names)
+        for name in names:
+            cached = self._secret_cache.get((namespace, name))
+            if not cached or cached[0] <= now:
+                return False, None
+            keychain = cached[1]
+            credential = keychain.lookup(registry, repository=repository) if keychain else None
+            if credential is not None:
+                return True, credential
+        if self._central is None:
+            return True, None
+        return True, self._central.lookup(registry, repository=repository)
+
     async def _sa_secrets(self, namespace: str, name: str) -> list[str]:
         key = (namespace, name)
         now = self._clock()

@@ -27,6 +27,7 @@ and artifacts that are not ModelKits/ModelPacks where a ModelKit is expected.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -184,6 +185,16 @@ class Credentials(Protocol):
 
 class NoCredentials:
     """Anonymous access everywhere (the CLI without --docker-config, unit tests)."""
+
+    def lookup_cached(
+        self,
+        *,
+        namespace: str,
+        registry: str,
+        repository: str,
+        pod_spec: Mapping[str, Any] | None,
+    ) -> tuple[bool, Credential | None]:
+        return True, None
 
     async def lookup(
         self,
@@ -534,6 +545,21 @@ class Engine:
         repositories = sorted({(f.ref.registry, f.ref.repository) for f in found})
         if not repositories:
             return {}
+        known: dict[tuple[str, str], Credential | None] = {}
+        cached = getattr(self.credentials, "lookup_cached", None)
+        if cached is not None:  # synchronous when every read is cached: no task per lookup
+            for registry, repository in repositories:
+                hit, credential = cached(
+                    namespace=namespace,
+                    registry=registry,
+                    repository=repository,
+                    pod_spec=pod_spec,
+                )
+                if hit:
+                    known[(registry, repository)] = credential
+            repositories = [r for r in repositories if r not in known]
+            if not repositories:
+                return known
         try:
             async with asyncio.timeout(_remaining(deadline_at)):
                 looked_up = await asyncio.gather(
@@ -552,7 +578,7 @@ class Engine:
                 f"looking up pull secrets in namespace {namespace!r} took longer than the "
                 f"{self.settings.deadline:g}s deadline; check the apiserver's health"
             )
-        return dict(zip(repositories, looked_up, strict=True))
+        return known | dict(zip(repositories, looked_up, strict=True))
 
     async def _resolve_all(
         self, found: Sequence[_Found], creds: _Creds, deadline_at: float | None = None
@@ -574,7 +600,22 @@ class Engine:
             except errors.RegistryError as e:
                 return e
 
-        return list(await asyncio.gather(*(one(f) for f in found)))
+        # Cache hits are answered synchronously (no task, no event-loop turn); only the
+        # rest are resolved concurrently.
+        results: list[Resolution | errors.RegistryError | None] = [None] * len(found)
+        peek = getattr(self.resolver, "peek", None)
+        todo: list[int] = []
+        for i, f in enumerate(found):
+            hit = peek(f.ref, credential=_credential_for(creds, f.ref)) if peek else None
+            if hit is not None:
+                results[i] = hit
+            else:
+                todo.append(i)
+        if todo:
+            fetched = await asyncio.gather(*(one(found[i]) for i in todo))
+            for i, result in zip(todo, fetched, strict=True):
+                results[i] = result
+        return [r for r in results if r is not None]
 
 
 _Creds = Mapping[tuple[str, str], Credential | None] | errors.RegistryTimeoutError
@@ -597,6 +638,7 @@ def _unresolvable_warning(u: sites.Unresolvable) -> str:
     return f"{u.where}: {u.why}; kitpin cannot pin a value it cannot see"
 
 
+@functools.lru_cache(maxsize=4096)  # one per cached resolution, rendered once
 def _rfc3339(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 

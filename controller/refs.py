@@ -36,6 +36,7 @@ runtimes enforce) and the whole text to 4096.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import unicodedata
@@ -96,7 +97,7 @@ _TAG_RULE = (
 _DIGEST_RULE = f"kitpin pins sha256 digests: expected {SHA256_FORMAT}"
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Reference:
     """A parsed, validated reference. Construct it with :func:`parse`, never by hand."""
 
@@ -168,6 +169,13 @@ def parse(text: str, *, grammar: Grammar) -> Reference:
             "write the reference as a string, e.g. 'registry.example.com/org/model:v1'",
             text=repr(text),
         )
+    return _parse_cached(text, grammar)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_cached(text: str, grammar: Grammar) -> Reference:
+    """References are immutable values: a text parses to the same one every time, and the
+    same few references arrive with every Pod of a rollout (errors are not cached)."""
     return _Parser(text, grammar).parse()
 
 

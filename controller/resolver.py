@@ -83,7 +83,7 @@ class ManifestSource(Protocol):
     ) -> Manifest: ...
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Resolution:
     """The answer to one :meth:`Resolver.resolve` call."""
 
@@ -279,6 +279,27 @@ class Resolver:
                 return hit
             return _restamp(hit, ref, "cache")
         return await self._resolve_miss(key, ref, credential, deadline)
+
+    def peek(
+        self, ref: refs.Reference, *, credential: Credential | None = None
+    ) -> Resolution | None:
+        """The fresh cached answer for ``ref`` (counted as a request and a cache hit, as
+        :meth:`resolve` would), or None, counting nothing: then call :meth:`resolve`.
+        Synchronous, so a review whose references are all cached needs no task and no
+        event-loop turn. Negative entries are left to :meth:`resolve` (it raises)."""
+        if not self.settings.enabled:
+            return None
+        key = (ref.canonical, ANONYMOUS if credential is None else credential.identity)
+        entry = self._cache.get(key)
+        if entry is None or entry.hit is None or self._clock() >= entry.expires:
+            return None
+        self._cache.move_to_end(key)
+        self._requests.inc()
+        self._hits.inc()
+        hit = entry.hit
+        if hit.reference is ref or hit.reference == ref:
+            return hit
+        return _restamp(hit, ref, "cache")
 
     def invalidate(self, ref: refs.Reference | None = None) -> int:
         """Forget cached answers for ``ref`` (every credential), or everything when None.

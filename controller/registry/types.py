@@ -33,7 +33,7 @@ class Credential:
         return hashlib.sha256(material.encode()).hexdigest()[:16]
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Layer:
     media_type: str
     digest: str
@@ -41,7 +41,7 @@ class Layer:
     annotations: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Manifest:
     """A manifest as served, verified: ``digest`` is sha256 of the exact bytes received."""
 

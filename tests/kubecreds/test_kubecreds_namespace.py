@@ -1,0 +1,103 @@
+"""Pull secrets of the object's own namespace, read by name and cached; the sync cache path."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+
+from controller.kubecreds import NamespaceCredentials
+from controller.registry.credentials import Keychain
+
+
+def dockerconfigjson(registry: str, user: str, password: str) -> str:
+    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return base64.b64encode(json.dumps({"auths": {registry: {"auth": auth}}}).encode()).decode()
+
+
+class FakeReader:
+    """Secrets and ServiceAccounts by (namespace, name); counts reads."""
+
+    def __init__(self) -> None:
+        self.secrets: dict[tuple[str, str], tuple[str, Mapping[str, str]]] = {}
+        self.accounts: dict[tuple[str, str], list[str]] = {}
+        self.reads = 0
+
+    def service_account_pull_secrets(self, namespace: str, name: str) -> list[str] | None:
+        self.reads += 1
+        return self.accounts.get((namespace, name))
+
+    def secret(self, namespace: str, name: str) -> tuple[str, Mapping[str, str]] | None:
+        self.reads += 1
+        return self.secrets.get((namespace, name))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def secret(registry: str, user: str) -> tuple[str, Mapping[str, str]]:
+    return (
+        "kubernetes.io/dockerconfigjson",
+        {".dockerconfigjson": dockerconfigjson(registry, user, "pw")},
+    )
+
+
+async def test_own_namespace_secret_then_service_account_then_central() -> None:
+    reader = FakeReader()
+    reader.secrets[("team-a", "regcred")] = secret("reg.example", "alice")
+    reader.secrets[("team-a", "sa-cred")] = secret("other.example", "sa-user")
+    reader.accounts[("team-a", "default")] = ["sa-cred"]
+    central = Keychain.from_dockerconfigjson(
+        base64.b64decode(dockerconfigjson("central.example", "ops", "pw")), source="central"
+    )
+    creds = NamespaceCredentials(reader, central=central, clock=Clock())
+    spec = {"imagePullSecrets": [{"name": "regcred"}]}
+
+    a = await creds.lookup(
+        namespace="team-a", registry="reg.example", repository="m", pod_spec=spec
+    )
+    assert a is not None and a.username == "alice"
+    sa = await creds.lookup(
+        namespace="team-a", registry="other.example", repository="m", pod_spec=spec
+    )
+    assert sa is not None and sa.username == "sa-user"
+    c = await creds.lookup(
+        namespace="team-a", registry="central.example", repository="m", pod_spec=spec
+    )
+    assert c is not None and c.username == "ops"
+
+
+async def test_a_secret_name_from_another_namespace_is_never_used() -> None:
+    reader = FakeReader()
+    reader.secrets[("team-a", "regcred")] = secret("reg.example", "alice")
+    creds = NamespaceCredentials(reader, clock=Clock())
+    spec = {"imagePullSecrets": [{"name": "regcred"}]}
+    assert (
+        await creds.lookup(
+            namespace="team-b", registry="reg.example", repository="m", pod_spec=spec
+        )
+        is None
+    )
+
+
+async def test_cached_path_answers_without_reads_until_the_ttl() -> None:
+    reader = FakeReader()
+    reader.secrets[("ns", "regcred")] = secret("reg.example", "alice")
+    clock = Clock()
+    creds = NamespaceCredentials(reader, ttl=30.0, clock=clock)
+    spec = {"imagePullSecrets": [{"name": "regcred"}]}
+    args = {"namespace": "ns", "registry": "reg.example", "repository": "m", "pod_spec": spec}
+
+    assert creds.lookup_cached(**args) == (False, None)  # nothing read yet
+    await creds.lookup(**args)
+    reads = reader.reads
+    hit, credential = creds.lookup_cached(**args)
+    assert hit and credential is not None and credential.username == "alice"
+    assert reader.reads == reads
+    clock.now += 31.0
+    assert creds.lookup_cached(**args) == (False, None)  # stale: the async path reads again
