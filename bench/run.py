@@ -134,7 +134,8 @@ def machine_info(plan: Plan, src: Path) -> dict[str, Any]:
         "kopf": version("kopf"),
         "aiohttp": version("aiohttp"),
         "kitpin_commit": commit or "?",
-        "kitpin_src": str(src),
+        # the tree benchmarked: "." for this repository, else the path given (--kitpin-src)
+        "kitpin_src": "." if src.resolve() == env.REPO_ROOT else str(src),
         "kitpin_cpu": KITPIN_CPU,
         "generator_cpu": GENERATOR_CPU,
         "loadavg_start": [round(x, 2) for x in os.getloadavg()],
