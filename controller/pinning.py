@@ -70,6 +70,8 @@ class Reason:
     INVALID_REFERENCE: Final = "InvalidReference"
     NOT_A_MODELKIT: Final = "NotAModelKit"
     UNRESOLVABLE_VALUE: Final = "UnresolvableValue"
+    ADMITTED_UNPINNED: Final = "AdmittedUnpinned"
+    """failure: warn, and no reference could be resolved."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -354,7 +356,12 @@ class Engine:
         if _annotations(review.obj).get(PINNED_ANNOTATION) != pinned_text:
             annotations[PINNED_ANNOTATION] = pinned_text
         values = {p: v for p, v in values.items() if sites.get(review.obj, p) != v}
-        reason = Reason.PINNED if to_resolve else Reason.KEPT if values else Reason.NOTHING_TO_DO
+        if len(failures) < len(to_resolve):
+            reason = Reason.PINNED
+        elif failures:
+            reason = Reason.ADMITTED_UNPINNED
+        else:
+            reason = Reason.KEPT if values else Reason.NOTHING_TO_DO
         return Decision(
             reason=reason, values=values, annotations=annotations, warnings=tuple(warnings)
         )

@@ -250,6 +250,7 @@ async def test_failure_mode_warn_admits_unpinned_with_warning_and_annotation() -
     resolver.failures["reg.example.com/llama"] = errors.NotFoundError("no such tag")
     decision = await engine(resolver, failure="warn").mutate(review(load(DEPLOYMENT)))
     assert decision.allowed and decision.values == {}
+    assert decision.reason == pinning.Reason.ADMITTED_UNPINNED  # not "Pinned" in the metrics
     assert any("admitted unpinned" in w and "no such tag" in w for w in decision.warnings)
     unpinned = json.loads(str(decision.annotations[pinning.UNPINNED_ANNOTATION]))
     assert unpinned == {
