@@ -483,10 +483,20 @@ class Engine:
                 original = record.get("from", "")
                 if original.startswith(f.site.prefix):
                     try:
-                        written = refs.parse(original[len(f.site.prefix) :], grammar=f.site.grammar)
-                        written_text = original
+                        claimed = refs.parse(original[len(f.site.prefix) :], grammar=f.site.grammar)
                     except errors.ReferenceError:
-                        written = f.ref
+                        claimed = None
+                    # Annotations are user-writable: a record may only say that the user
+                    # wrote no digest. kitpin's pins keep registry, repository and tag, so a
+                    # record naming another one is forged (or stale) and ignored; otherwise
+                    # it could steer repository and tag rules to a reference never used.
+                    if (
+                        claimed is not None
+                        and claimed.digest is None
+                        and claimed.canonical_name == f.ref.canonical_name
+                        and claimed.tag == f.ref.tag
+                    ):
+                        written, written_text = claimed, original
             resolution = resolved.get(f.site.path)
             config: Mapping[str, Any] | None = None
             if (

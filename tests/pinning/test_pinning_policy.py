@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,6 +12,7 @@ from controller.resolver import ConfigCache
 from tests.pinning.test_pinning_engine import (
     CANONICAL,
     DEPLOYMENT,
+    ENV_PATH,
     FakeResolver,
     load,
     with_values,
@@ -144,3 +146,30 @@ async def test_cluster_policy_applies_only_to_selected_namespaces() -> None:
         review(load(DEPLOYMENT), [prod_only], namespace_labels={"env": "prod"})
     )
     assert prod.denial is not None
+
+
+async def test_a_forged_pin_record_cannot_steer_repository_or_tag_rules() -> None:
+    """The annotation is user-writable: a record naming another repository or tag than the
+    value it claims to have pinned is ignored; policy judges the value itself."""
+    allowed_only = cluster_policy(
+        "approved-repos",
+        {
+            "repositories": {"allowed": ["reg.example.com/approved/**"]},
+            "tags": {"denied": ["latest"]},
+        },
+    )
+    digest = "sha256:" + "d" * 64
+    obj = load(DEPLOYMENT)
+    obj["spec"]["template"]["spec"]["initContainers"][0]["env"][1]["value"] = (
+        f"reg.example.com/llama:latest@{digest}"
+    )
+    for forged_from in ("reg.example.com/approved/llama:v1", "reg.example.com/llama:v1"):
+        obj["metadata"]["annotations"] = {
+            pinning.PINNED_ANNOTATION: json.dumps(
+                {ENV_PATH: {"from": forged_from, "digest": digest, "resolvedAt": "x"}}
+            )
+        }
+        decision = await pinning.Engine(FakeResolver()).validate(review(obj, [allowed_only]))
+        assert decision.denial is not None, forged_from
+        assert "repositories.allowed" in decision.denial.message
+        assert "reg.example.com/llama:latest" in decision.denial.message
