@@ -24,6 +24,7 @@ client reads, size-checks and hashes the bytes, then calls :func:`parse_manifest
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Final, TypeGuard
@@ -225,8 +226,18 @@ def parse_manifest(
     return _ManifestParser(digest).parse(body, content_type=content_type, size=size)
 
 
+_NO_ANNOTATIONS: Final[Mapping[str, str]] = MappingProxyType({})
+"""Shared by every descriptor without annotations (most layers): parsed manifests live in the
+resolver's cache, 10,000 of them in a large cluster, so each saved object counts."""
+
+
 class _ManifestParser:
-    """Field-by-field validation; every error names the manifest and the JSON path."""
+    """Field-by-field validation; every error names the manifest and the JSON path.
+
+    Memory: the result is cached for the life of the process. Media types and annotation keys
+    come from a small vocabulary, so they are interned (``sys.intern``; interned strings are
+    freed with their last user) instead of being one copy per manifest; digests, sizes and
+    annotation values are kept as they are."""
 
     def __init__(self, digest: str) -> None:
         self.digest = digest
@@ -246,7 +257,9 @@ class _ManifestParser:
         declared = self.optional_str(body, "mediaType")
         artifact_type = self.optional_str(body, "artifactType")
         annotations = self.annotations(body, "annotations", "annotations")
-        media_type = normalise_content_type(content_type) or declared or ""
+        media_type = sys.intern(normalise_content_type(content_type) or declared or "")
+        if artifact_type is not None:
+            artifact_type = sys.intern(artifact_type)
         if media_type in DOCKER_SCHEMA1_MEDIA_TYPES or declared in DOCKER_SCHEMA1_MEDIA_TYPES:
             raise errors.BadResponseError(
                 f"the registry's manifest {self.digest} is a Docker schema 1 manifest "
@@ -293,6 +306,7 @@ class _ManifestParser:
         media_type = value.get("mediaType")
         if not isinstance(media_type, str) or not media_type:
             raise self.fail(f"{path}.mediaType", _missing_or("a non-empty string", media_type))
+        media_type = sys.intern(media_type)
         digest = value.get("digest")
         if not isinstance(digest, str):
             raise self.fail(f"{path}.digest", _missing_or("a string", digest))
@@ -322,15 +336,17 @@ class _ManifestParser:
 
     def annotations(self, body: Mapping[str, object], key: str, path: str) -> Mapping[str, str]:
         value = body.get(key)
-        if value is None:
-            return {}
+        if not value:
+            if value is None or isinstance(value, Mapping):
+                return _NO_ANNOTATIONS
+            raise self.fail(path, f"is {_json_type(value)}, not an object of strings")
         if not isinstance(value, Mapping):
             raise self.fail(path, f"is {_json_type(value)}, not an object of strings")
         result: dict[str, str] = {}
         for key, item in value.items():
             if not isinstance(key, str) or not isinstance(item, str):
                 raise self.fail(f"{path}[{key!r}]", f"is {_json_type(item)}, not a string")
-            result[key] = item
+            result[sys.intern(key)] = item
         return result
 
 
