@@ -23,7 +23,7 @@ from typing import Any
 
 import aiohttp
 
-from bench import reviews
+from bench import env, reviews
 from tests.harness.controlplane import ControlPlane
 
 ADMISSION = "/apis/admissionregistration.k8s.io/v1"
@@ -37,6 +37,12 @@ class Outcome:
     concurrency: int
     with_webhook_s: list[float] = field(default_factory=list)
     without_webhook_s: list[float] = field(default_factory=list)
+    cpu_with_s: dict[str, list[float]] = field(default_factory=dict)
+    """CPU seconds each component used per measured round, with the webhooks."""
+    cpu_without_s: dict[str, list[float]] = field(default_factory=dict)
+
+    def cpu_ms_per_pod(self, runs: dict[str, list[float]]) -> dict[str, float]:
+        return {k: round(statistics.median(v) / self.pods * 1e3, 3) for k, v in runs.items()}
 
     def summary(self) -> dict[str, Any]:
         w = statistics.median(self.with_webhook_s)
@@ -50,6 +56,9 @@ class Outcome:
             "rounds": len(self.with_webhook_s),
             "with_webhook_runs_s": [round(x, 3) for x in self.with_webhook_s],
             "without_webhook_runs_s": [round(x, 3) for x in self.without_webhook_s],
+            # where the time goes: CPU per created Pod, by process (median round)
+            "cpu_ms_per_pod_with": self.cpu_ms_per_pod(self.cpu_with_s),
+            "cpu_ms_per_pod_without": self.cpu_ms_per_pod(self.cpu_without_s),
         }
 
 
@@ -183,8 +192,11 @@ async def measure(
     rounds: int,
     concurrency: int = 32,
     config_name: str = "kitpin.dev",
+    processes: dict[str, int] | None = None,
 ) -> Outcome:
-    """``rounds`` alternating pairs (without, with) after one unmeasured warm-up pair."""
+    """``rounds`` alternating pairs (without, with) after one unmeasured warm-up pair.
+    ``processes`` (name -> pid): whose CPU time to account per round."""
+    pids = dict(processes or {})
     pod = creatable(reviews.pod("x", "x", references))
     outcome = Outcome(pods=pods, concurrency=min(concurrency, pods))
     run_id = secrets.token_hex(3)  # names never collide with an earlier run's
@@ -200,10 +212,16 @@ async def measure(
                 for on in (False, True):
                     await _switch(api, saved, on=on, probe_ns=probe_ns, pod=pod, counter=counter)
                     ns = f"bench-{run_id}-{'with' if on else 'without'}-{r}"
+                    cpu0 = {k: env.cpu_seconds(pid) for k, pid in pids.items()}
                     seconds = await _round(api, ns, pod, pods, concurrency, expect_pinned=on)
+                    cpu = {k: env.cpu_seconds(pid) - cpu0[k] for k, pid in pids.items()}
                     if r == 0:
                         continue  # warm-up: connections, caches, the apiserver's own
                     (outcome.with_webhook_s if on else outcome.without_webhook_s).append(seconds)
+                    for k, used in cpu.items():
+                        (outcome.cpu_with_s if on else outcome.cpu_without_s).setdefault(
+                            k, []
+                        ).append(used)
         finally:
             await _switch(api, saved, on=True, probe_ns=probe_ns, pod=pod, counter=counter)
     return outcome
