@@ -8,7 +8,8 @@ Label values are always drawn from small, fixed sets so cardinality stays bounde
 
 - ``reason``: the constant ``reason`` of an :mod:`controller.errors` class;
 - ``registry``: a registry ``host[:port]`` the host policy allowed (a handful per cluster);
-- ``kind``: ``manifest`` | ``token`` | ``blob``;
+- ``kind``: ``manifest`` | ``token`` | ``blob`` | ``ping`` (the ``GET /v2/`` API version
+  check, at most once per registry endpoint while it answers);
 - ``webhook`` / ``outcome``: names fixed by the webhook layer.
 
 References, repositories, tags, digests and credential identities are never label values.
@@ -35,7 +36,7 @@ from controller import errors
 
 __all__ = ["CONTENT_TYPE", "Metrics", "RegistryRequestKind"]
 
-RegistryRequestKind = Literal["manifest", "token", "blob"]
+RegistryRequestKind = Literal["manifest", "token", "blob", "ping"]
 
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 """The ``Content-Type`` of :meth:`Metrics.render`'s output."""

@@ -2,18 +2,30 @@
 the distribution token spec, and a token cache. No I/O: token requests are built here and sent
 by :class:`controller.registry.client.RegistryClient`, the one place that sends.
 
-The flow, per registry endpoint:
+The flow, per registry endpoint (``scheme://host:port``, :func:`endpoint_key`):
 
-1. The first request goes anonymous. A ``401`` carries challenges, parsed by
-   :func:`parse_challenges`; the :class:`Authenticator` remembers the endpoint's challenge.
-2. ``Basic`` → the credential's ``username:password``.
+1. Before the first request to an endpoint whose challenge is not known, the client sends
+   ``GET /v2/`` once (the API version check, as the Docker client does), anonymous and
+   without following redirects. A ``401`` carries challenges, parsed by
+   :func:`parse_challenges`; :meth:`Authenticator.learn` remembers a usable one (Bearer with a
+   realm, or Basic), so the first registry request already carries Basic or a Bearer token
+   and costs one manifest request, not two. Any other answer (``200``: no auth needed for
+   ``/v2/``; a ``401`` without a usable challenge, ``404``, ``5xx``, a redirect, a network
+   error) teaches nothing and the request goes anonymous, as it would have without the check.
+   The check is not repeated (for a while, when it failed: see the client).
+2. A registry request whose endpoint answered ``401`` anyway (a repository that needs auth
+   behind an open ``/v2/``, a revoked token, a registry that does not serve ``/v2/``) hands
+   its challenges to :meth:`Authenticator.on_challenge`, which remembers the challenge, and
+   is sent once more with what it asks for, unless that is what was just refused (the same
+   Basic value, or a token fetched for this very request).
+3. ``Basic`` → the credential's ``username:password``.
    ``Bearer realm=...,service=...,scope=...`` → a token from the realm: ``GET`` with Basic
    auth (or anonymous), or, when the credential holds an identity token (OAuth2 refresh
    token), ``POST`` ``grant_type=refresh_token``. A ``registrytoken`` is sent as the bearer
    token as is.
-3. Tokens are cached by (realm, service, scope, credential identity) until they expire, minus
+4. Tokens are cached by (realm, service, scope, credential identity) until they expire, minus
    a small margin; later requests to an endpoint whose challenge is known send the cached
-   token (or fetch one) up front, saving the anonymous round trip.
+   token (or fetch one) up front.
 
 A realm must be ``https``, or ``http`` only when it is the plain-HTTP registry itself, and its
 host passes the :class:`~controller.registry.hosts.HostPolicy`: a registry cannot send kitpin's
@@ -52,6 +64,7 @@ __all__ = [
     "check_realm",
     "default_scope",
     "describe_credential",
+    "endpoint_key",
     "parse_challenges",
     "parse_token_response",
 ]
@@ -324,10 +337,29 @@ class Authenticator:
         self.tokens = cache if cache is not None else TokenCache(clock=clock)
         self._challenges: dict[str, Challenge] = {}
 
+    def knows(self, url: httpx.URL) -> bool:
+        """Whether ``url``'s endpoint has sent a challenge kitpin remembers."""
+        return endpoint_key(url) in self._challenges
+
+    def learn(self, *, url: httpx.URL, www_authenticate: Iterable[str]) -> bool:
+        """Remember the challenge of a ``401`` to the API version check (``GET /v2/``) of
+        ``url``'s endpoint, so the first real request can answer it up front. Only a usable
+        challenge is kept (Bearer with a realm, else Basic); True when one was. Never raises:
+        a challenge kitpin cannot answer is left for the real request's ``401`` to report
+        (:meth:`on_challenge`), with its usual message."""
+        challenges = parse_challenges(www_authenticate)
+        bearer = next((c for c in challenges if c.scheme == "bearer" and c.realm), None)
+        chosen = bearer or next((c for c in challenges if c.scheme == "basic"), None)
+        if chosen is None:
+            return False
+        self._challenges[endpoint_key(url)] = chosen
+        logger.debug("auth challenge of %s learnt from /v2/: %s", endpoint_key(url), chosen.scheme)
+        return True
+
     def plan(self, *, url: httpx.URL, repository: str, credential: Credential | None) -> Plan:
         """What to send up front to ``url``'s endpoint, from the challenge it sent before.
         None before any challenge: try anonymous first."""
-        challenge = self._challenges.get(_endpoint_key(url))
+        challenge = self._challenges.get(endpoint_key(url))
         if challenge is None:
             return None
         return self._answer(
@@ -367,7 +399,7 @@ class Authenticator:
                 registry=registry,
                 repository=repository,
             )
-        self._challenges[_endpoint_key(url)] = chosen
+        self._challenges[endpoint_key(url)] = chosen
         if chosen is basic and (credential is None or basic_authorization(credential) is None):
             return None
         scope = chosen.params.get("scope") or default_scope(repository)
@@ -410,7 +442,9 @@ class Authenticator:
         return build_token_fetch(key, realm=realm, credential=credential)
 
 
-def _endpoint_key(url: httpx.URL) -> str:
+def endpoint_key(url: httpx.URL) -> str:
+    """``scheme://host[:port]`` of ``url``: what challenges are remembered by, and what the
+    client sends the API version check (``GET /v2/``) to once."""
     return f"{url.scheme}://{hosts.join_host_port(url.host, url.port)}"
 
 

@@ -2,11 +2,21 @@
 locally, and turn every failure into an :mod:`controller.errors` ``RegistryError``.
 
 Requests are built by pure functions (:func:`build_manifest_request`,
-:func:`build_blob_request`, :func:`build_redirect_request`, and the token requests of
-:mod:`.auth`); :meth:`RegistryClient._send` is the only place that sends. Before sending it
-checks the host against the :class:`~controller.registry.hosts.HostPolicy` (the name, then its
-DNS answers), picks the ``httpx.AsyncClient`` for the host's TLS settings (one per distinct CA
-bundle, created lazily and reused for connection pooling), and maps transport errors.
+:func:`build_blob_request`, :func:`build_ping_request`, :func:`build_redirect_request`, and the
+token requests of :mod:`.auth`); :meth:`RegistryClient._send` is the only place that sends.
+Before sending it checks the host against the :class:`~controller.registry.hosts.HostPolicy`
+(the name, then its DNS answers), picks the ``httpx.AsyncClient`` for the host's TLS settings
+(one per distinct CA bundle, created lazily and reused for connection pooling), and maps
+transport errors.
+
+Before the first request to an endpoint whose auth challenge is unknown, the client sends the
+API version check ``GET /v2/`` once (one in flight per endpoint, however many requests wait
+for it), anonymous and not following redirects, to learn the challenge so the real request
+carries Basic or a Bearer token from the start (see :mod:`.auth`). The check never fails a
+request: whatever it meets (``404``, ``5xx``, a timeout, a refused host), the real request
+goes as it would have without it and meets the same problem with its usual message. What it
+found is remembered: a challenge or a ``200`` for good, anything else for
+:data:`PING_RETRY_SECONDS`.
 
 Redirects are followed here, at most :data:`MAX_REDIRECTS`, each target checked like the
 first host; ``Authorization`` goes only to the origin that asked for it. Bodies are streamed
@@ -22,6 +32,7 @@ import hashlib
 import ipaddress
 import json
 import logging
+import math
 import re
 import socket
 import ssl
@@ -39,12 +50,14 @@ from controller.registry import auth, hosts, types
 __all__ = [
     "DEFAULT_TIMEOUT",
     "MAX_REDIRECTS",
+    "PING_RETRY_SECONDS",
     "ClientFactory",
     "RegistryClient",
     "RequestKind",
     "Resolve",
     "build_blob_request",
     "build_manifest_request",
+    "build_ping_request",
     "build_redirect_request",
     "endpoint_for",
     "parse_retry_after",
@@ -64,6 +77,15 @@ MAX_ERROR_BODY_BYTES: Final = 64 * 1024
 MAX_REDIRECTS: Final = 3
 DNS_OK_SECONDS: Final = 30.0
 """How long a host whose DNS answers passed the host policy is not looked up again."""
+PING_RETRY_SECONDS: Final = 300.0
+"""How long an API version check (``GET /v2/``) that taught nothing (``404``, ``5xx``, a
+redirect, a network error, a ``401`` without a usable challenge) is not repeated."""
+PING_DEADLINE_SECONDS: Final = 5.0
+"""The API version check as a whole (each of its phases is also bounded by the client's
+timeout): a registry that hangs on ``/v2/`` does not hold the requests waiting for it longer."""
+MAX_PING_BYTES: Final = 4 * 1024
+"""Of the answer to ``GET /v2/`` only the start is read (its body means nothing to kitpin)."""
+_MAX_REMEMBERED_ENDPOINTS: Final = 1024
 
 DEFAULT_TIMEOUT: Final = httpx.Timeout(5.0, connect=3.0)
 """Per request phase. A backstop: the resolver's deadline bounds a whole resolution."""
@@ -76,7 +98,7 @@ _NOT_FOUND_CODES: Final = frozenset({"MANIFEST_UNKNOWN", "NAME_UNKNOWN", "BLOB_U
 _DIGEST: Final = re.compile(r"^(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$")
 _VERIFIABLE: Final = frozenset({"sha256", "sha384", "sha512"})
 
-RequestKind = Literal["manifest", "token", "blob"]
+RequestKind = Literal["manifest", "token", "blob", "ping"]
 Resolve = Callable[[str, int], Awaitable[Sequence[str]]]
 """``resolve(host, port)`` → the IP addresses the name resolves to; raises ``OSError``."""
 ClientFactory = Callable[[ssl.SSLContext], httpx.AsyncClient]
@@ -130,6 +152,13 @@ def build_blob_request(
     scheme = policy.scheme_for(ref.registry)
     url = f"{scheme}://{endpoint_for(ref.registry)}/v2/{ref.repository}/blobs/{digest}"
     return httpx.Request("GET", url, headers=_base_headers("*/*", authorization))
+
+
+def build_ping_request(url: httpx.URL) -> httpx.Request:
+    """``GET /v2/`` (the API version check) of ``url``'s endpoint: same scheme, host and port,
+    never an ``Authorization``."""
+    ping = httpx.URL(scheme=url.scheme, host=url.host, port=url.port, path="/v2/")
+    return httpx.Request("GET", ping, headers=_base_headers("application/json", None))
 
 
 def build_redirect_request(
@@ -349,7 +378,8 @@ class RegistryClient:
         ``client_factory``: or make each ``AsyncClient`` from its ``ssl.SSLContext``.
         ``resolve``: the DNS lookup whose answers the host policy checks.
         ``clock``: wall clock for token expiry and ``Retry-After`` dates.
-        ``on_request(registry, kind)``: called for every HTTP request sent (metrics)."""
+        ``on_request(registry, kind)``: called for every HTTP request sent (metrics); the API
+        version check is kind ``ping``."""
         if transport is not None and client_factory is not None:
             raise ValueError("pass transport or client_factory, not both")
         self._policy = policy if policy is not None else hosts.HostPolicy()
@@ -364,6 +394,10 @@ class RegistryClient:
         self._auth = auth.Authenticator(policy=self._policy, clock=clock)
         self._clients: dict[str | None, httpx.AsyncClient] = {}
         self._dns_ok: dict[str, float] = {}
+        self._pinged: dict[str, float] = {}
+        """Endpoint key → until when (:attr:`_clock`) its ``/v2/`` need not be asked again."""
+        self._pings: dict[str, asyncio.Task[None]] = {}
+        """Endpoint key → the API version check in flight."""
 
     @property
     def policy(self) -> hosts.HostPolicy:
@@ -385,6 +419,11 @@ class RegistryClient:
         await self.aclose()
 
     async def aclose(self) -> None:
+        pings, self._pings = list(self._pings.values()), {}
+        for task in pings:
+            task.cancel()
+        if pings:
+            await asyncio.wait(pings)
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:
             await client.aclose()
@@ -526,13 +565,16 @@ class RegistryClient:
         limit: int,
     ) -> _Answer:
         """Send ``build(authorization)``: up front with what the endpoint's known challenge
-        asks for, again after a 401 with what its challenge asks for; map the final status."""
+        asks for (learnt by the API version check when unknown yet), again after a 401 with
+        what its challenge asks for; map the final status."""
         url = build(None).url
+        await self._ping_once(url, target=target)
         try:
             plan = self._auth.plan(url=url, repository=target.repository, credential=credential)
         except errors.RegistryError as e:
             raise _in_context(e, target) from e
         sent = await self._authorization(plan, target=target)
+        fresh = plan.key if isinstance(plan, auth.TokenFetch) else None
         answer = await self._exchange(
             build(sent), purpose="registry endpoint", target=target, kind=kind, limit=limit
         )
@@ -547,6 +589,11 @@ class RegistryClient:
                 )
             except errors.RegistryError as e:
                 raise _in_context(e, target) from e
+            if isinstance(plan, auth.TokenFetch) and plan.key == fresh:
+                # The token refused was fetched just now for this very realm, service, scope
+                # and credential: another one would be refused alike (the Bearer analogue of
+                # the Basic value that is not sent twice below). The 401 stands.
+                plan = None
             retry = await self._authorization(plan, target=target)
             if retry is not None and retry != sent:
                 answer = await self._exchange(
@@ -555,6 +602,82 @@ class RegistryClient:
         if not 200 <= answer.status < 300:
             raise self._status_error(answer, target=target, credential=credential)
         return answer
+
+    async def _ping_once(self, url: httpx.URL, *, target: _Target) -> None:
+        """The API version check of ``url``'s endpoint, when its challenge is unknown and it
+        was not checked (recently): one task per endpoint, joined by every request that comes
+        while it runs. Waiting does not cancel it (another request may still want it); it
+        never raises."""
+        if self._auth.knows(url):
+            return
+        key = auth.endpoint_key(url)
+        until = self._pinged.get(key)
+        if until is not None and until > self._clock():
+            return
+        task = self._pings.get(key)
+        if task is None:
+            task = asyncio.create_task(
+                self._ping(url, key=key, target=target), name=f"kitpin-ping {key}"
+            )
+            self._pings[key] = task
+            task.add_done_callback(lambda done: self._ping_done(key, done))
+        # asyncio.wait, not await: the task's end (even its cancellation by aclose) is not the
+        # caller's, and the caller's cancellation (its deadline) leaves the task to the others.
+        await asyncio.wait([task])
+
+    def _ping_done(self, key: str, task: asyncio.Task[None]) -> None:
+        if self._pings.get(key) is task:
+            del self._pings[key]
+
+    async def _ping(self, url: httpx.URL, *, key: str, target: _Target) -> None:
+        """Send ``GET /v2/`` and learn from the answer; remember the outcome. Goes through
+        :meth:`_send` like every request (host policy and DNS, TLS settings, timeouts,
+        ``on_request`` with kind ``ping``) and never follows a redirect."""
+        ping = _Target(
+            registry=target.registry,
+            repository=target.repository,
+            subject=f"API version check of {key}",
+        )
+        request = build_ping_request(url)
+        try:
+            async with asyncio.timeout(PING_DEADLINE_SECONDS):
+                response = await self._send(
+                    request, purpose="registry endpoint", target=ping, kind="ping"
+                )
+                try:
+                    await self._read(response, limit=MAX_PING_BYTES, strict=False, target=ping)
+                finally:
+                    await response.aclose()
+        except TimeoutError:
+            logger.debug(
+                "%s took over %.0f s; the request goes without it",
+                ping.subject,
+                PING_DEADLINE_SECONDS,
+            )
+            self._remember_ping(key, settled=False)
+            return
+        except errors.RegistryError as e:
+            logger.debug("%s failed, the request goes without it: %s", ping.subject, e)
+            self._remember_ping(key, settled=False)
+            return
+        except Exception:  # the check must never fail a request; log what it hit
+            logger.debug("%s failed, the request goes without it", ping.subject, exc_info=True)
+            self._remember_ping(key, settled=False)
+            return
+        status = response.status_code
+        if status == 401:
+            learnt = self._auth.learn(
+                url=url, www_authenticate=response.headers.get_list("www-authenticate")
+            )
+        else:
+            learnt = 200 <= status < 300
+        logger.debug("%s: %s%s", ping.subject, status, "" if learnt else " (nothing learnt)")
+        self._remember_ping(key, settled=learnt)
+
+    def _remember_ping(self, key: str, *, settled: bool) -> None:
+        if len(self._pinged) >= _MAX_REMEMBERED_ENDPOINTS and key not in self._pinged:
+            self._pinged.clear()
+        self._pinged[key] = math.inf if settled else self._clock() + PING_RETRY_SECONDS
 
     async def _authorization(self, plan: auth.Plan, *, target: _Target) -> str | None:
         """The ``Authorization`` value for ``plan``, fetching a token if it says so."""

@@ -207,6 +207,8 @@ async def test_basic_auth_with_credentials_from_docker_config(
 
     assert resolution.digest == pushed
     assert basic_registry.count_manifest_requests(repo, "v1", status=200) == 1
+    # The /v2/ ping taught the Basic challenge: no anonymous manifest request first.
+    assert basic_registry.count_manifest_requests(repo, "v1") == 1
 
 
 @pytest.mark.parametrize("password", [None, "wrong-password"])
@@ -279,9 +281,10 @@ async def test_bearer_token_auth_reuses_the_cached_token(
     assert kitpin_tokens[0].status == 200
     assert token_registry.count_manifest_requests(repo, "v1", status=200) == 2
     assert token_registry.count_manifest_requests(repo, "v2", status=200) == 1
-    # Only the very first request went anonymous; later ones sent the cached token up front.
+    # No manifest request went anonymous: the /v2/ ping taught the challenge before the first,
+    # and the later ones sent the cached token up front.
     manifest_gets = rf"/v2/{re.escape(repo)}/manifests/.*"
-    assert token_registry.count_requests("GET", manifest_gets, status=401) == 1
+    assert token_registry.count_requests("GET", manifest_gets, status=401) == 0
 
 
 async def test_bearer_token_from_an_identity_token_uses_the_refresh_grant(
@@ -341,6 +344,7 @@ async def test_bearer_token_anonymous_pull_of_private_repo_is_unauthorized(
 ) -> None:
     modelkit.push_modelkit(token_registry, repo, "v1", auth=push_auth(token_issuer))
     resolver = Resolver(make_client(token_policy(token_registry, token_issuer)))
+    before = len(token_issuer.requests)
 
     with pytest.raises(errors.UnauthorizedError):
         await resolver.resolve(kit_ref(token_registry, repo, "v1"))
@@ -348,6 +352,52 @@ async def test_bearer_token_anonymous_pull_of_private_repo_is_unauthorized(
     anonymous = [r for r in token_issuer.requests if f"repository:{repo}:pull" in r.scopes]
     assert anonymous and anonymous[-1].user is None and anonymous[-1].status == 200
     assert token_registry.count_manifest_requests(repo, "v1", status=200) == 0
+    # One manifest request, with the anonymous token; refused, no second token is fetched.
+    assert token_registry.count_manifest_requests(repo, "v1") == 1
+    assert [(r.user, r.status) for r in token_issuer.requests[before:]] == [(None, 200)]
+
+
+async def test_first_resolution_with_token_auth_sends_one_manifest_request(
+    token_registry: RegistryServer,
+    token_issuer: TokenIssuer,
+    make_client: MakeClient,
+    repo: str,
+    tmp_path: Path,
+) -> None:
+    v1 = modelkit.push_modelkit(token_registry, repo, "v1", auth=push_auth(token_issuer))
+    v2 = modelkit.push_modelkit(token_registry, repo, "v2", seed=2, auth=push_auth(token_issuer))
+    credential = registry.Keychain.from_docker_config_dir(
+        docker_config_dir(tmp_path, token_registry.host, *TOKEN_USER)
+    ).lookup(token_registry.host, repository=repo)
+    assert credential is not None
+    metrics = Metrics()
+    client = make_client(
+        token_policy(token_registry, token_issuer), on_request=metrics.count_registry_request
+    )
+    resolver = Resolver(client, metrics=metrics)
+    pings = token_registry.count_requests("GET", "/v2/", status=401)
+
+    results = await asyncio.gather(
+        *(
+            resolver.resolve(kit_ref(token_registry, repo, "v1"), credential=credential)
+            for _ in range(20)
+        ),
+        resolver.resolve(kit_ref(token_registry, repo, "v2"), credential=credential),
+    )
+
+    assert {r.digest for r in results[:-1]} == {v1}
+    assert results[-1].digest == v2
+    # The registry's own log: one anonymous GET /v2/ (its 401 names the token realm), then
+    # exactly one manifest request per reference, with the token from the start.
+    assert token_registry.count_requests("GET", "/v2/", status=401) == pings + 1
+    assert token_registry.count_manifest_requests(repo, "v1") == 1
+    assert token_registry.count_manifest_requests(repo, "v1", status=200) == 1
+    assert token_registry.count_manifest_requests(repo, "v2") == 1
+    manifest_gets = rf"/v2/{re.escape(repo)}/manifests/.*"
+    assert token_registry.count_requests("GET", manifest_gets, status=401) == 0
+    labels = {"registry": token_registry.host}
+    assert metrics.value("kitpin_registry_requests_total", {**labels, "kind": "ping"}) == 1
+    assert metrics.value("kitpin_registry_requests_total", {**labels, "kind": "manifest"}) == 2
 
 
 # -- tags move ----------------------------------------------------------------------------------
@@ -565,6 +615,8 @@ async def test_200_concurrent_resolutions_cost_the_registry_one_manifest_get(
     assert plain_registry.count_manifest_requests(repo, "v1") == 1
     assert plain_registry.count_requests("GET", rf"/v2/{re.escape(repo)}/.*") == 1
     labels = {"registry": plain_registry.host, "kind": "manifest"}
+    assert metrics.value("kitpin_registry_requests_total", labels) == 1
+    labels = {"registry": plain_registry.host, "kind": "ping"}  # its /v2/ answered 200
     assert metrics.value("kitpin_registry_requests_total", labels) == 1
     assert metrics.value("kitpin_resolver_requests_total") == 200
     assert metrics.value("kitpin_resolver_cache_misses_total") == 1

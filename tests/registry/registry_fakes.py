@@ -1,5 +1,11 @@
 """Test doubles for the registry client tests: a scripted registry behind
-``httpx.MockTransport``, a fake DNS, a fake clock, and ModelKit-shaped payloads."""
+``httpx.MockTransport``, a fake DNS, a fake clock, and ModelKit-shaped payloads.
+
+A scripted registry answers ``GET /v2/`` (the client's API version check, its "ping") as a
+real one does: as it answers an anonymous request (a ``401`` with its challenge when it wants
+auth, a ``404``/``5xx``/redirect/network error when that is what it serves), except that a
+success is the ``200 {}`` of ``/v2/``, not the handler's manifest. ``make_client(v2=...)``
+scripts ``/v2/`` on its own."""
 
 from __future__ import annotations
 
@@ -99,17 +105,42 @@ class FakeDNS:
         return answer
 
 
+def is_ping(request: httpx.Request) -> bool:
+    """Whether ``request`` is the API version check, ``GET /v2/``."""
+    return request.method == "GET" and request.url.path == "/v2/"
+
+
+def api_root_ok() -> httpx.Response:
+    """What an open registry answers to ``GET /v2/``."""
+    return httpx.Response(200, json={}, headers={"Docker-Distribution-API-Version": "registry/2.0"})
+
+
 @dataclass
 class Recorder:
-    """Wraps a handler, recording every request that reached the transport."""
+    """Wraps a handler, recording every request that reached the transport (pings too).
+    ``v2``: answers ``GET /v2/`` instead of the handler (see the module docstring)."""
 
     handler: Handler
+    v2: Handler | None = None
     requests: list[httpx.Request] = field(default_factory=list)
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         request.read()
         self.requests.append(request)
-        return self.handler(request)
+        if not is_ping(request):
+            return self.handler(request)
+        if self.v2 is not None:
+            return self.v2(request)
+        answer = self.handler(request)
+        return api_root_ok() if 200 <= answer.status_code < 300 else answer
+
+    def pings(self) -> list[httpx.Request]:
+        """The API version checks, ``GET /v2/``."""
+        return [r for r in self.requests if is_ping(r)]
+
+    def calls(self) -> list[httpx.Request]:
+        """Every request but the API version checks."""
+        return [r for r in self.requests if not is_ping(r)]
 
     def hosts(self) -> list[str]:
         return [r.url.host for r in self.requests]
@@ -124,9 +155,10 @@ def make_client(
     policy: hosts.HostPolicy | None = None,
     clock: FakeClock | None = None,
     dns: FakeDNS | None = None,
+    v2: Handler | None = None,
     **kwargs: object,
 ) -> tuple[RegistryClient, Recorder]:
-    recorder = Recorder(handler)
+    recorder = Recorder(handler, v2)
     client = RegistryClient(
         policy,
         transport=httpx.MockTransport(recorder),

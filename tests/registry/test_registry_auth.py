@@ -186,12 +186,15 @@ class AuthRegistry:
             return manifest_response(self.body)
         if self.scheme == "bearer" and given == "Bearer static-registry-token":
             return manifest_response(self.body)
-        challenge = (
-            'Basic realm="reg"'
-            if self.scheme == "basic"
-            else f'Bearer realm="{self.realm}",service="reg.example",'
-            'scope="repository:team/model:pull"'
-        )
+        if self.scheme == "basic":
+            challenge = 'Basic realm="reg"'
+        elif request.url.path == "/v2/":  # like distribution: /v2/ names no scope
+            challenge = f'Bearer realm="{self.realm}",service="reg.example"'
+        else:
+            challenge = (
+                f'Bearer realm="{self.realm}",service="reg.example",'
+                'scope="repository:team/model:pull"'
+            )
         return httpx.Response(401, headers={"WWW-Authenticate": challenge})
 
 
@@ -206,12 +209,14 @@ async def test_basic_challenge_then_preemptive_basic() -> None:
     registry = AuthRegistry(scheme="basic")
     client, seen = make_client(registry)
     await client.get_manifest(ref(), credential=ALICE)
-    assert [r.headers.get("authorization") for r in seen.requests] == [
-        None,
-        basic("alice", "s3:cr:et"),
+    # The ping learns the challenge: the one manifest request carries Basic from the start.
+    assert [(r.url.path, r.headers.get("authorization")) for r in seen.requests] == [
+        ("/v2/", None),
+        ("/v2/team/model/manifests/v1", basic("alice", "s3:cr:et")),
     ]
     await client.get_manifest(ref(), credential=ALICE)
-    assert len(seen.requests) == 3  # the known challenge is answered up front
+    assert len(seen.requests) == 3  # the known challenge is answered up front, no new ping
+    assert seen.requests[-1].headers["authorization"] == basic("alice", "s3:cr:et")
 
 
 async def test_basic_challenge_without_credential_is_unauthorized() -> None:
@@ -219,7 +224,7 @@ async def test_basic_challenge_without_credential_is_unauthorized() -> None:
     with pytest.raises(errors.UnauthorizedError) as caught:
         await client.get_manifest(ref())
     assert "pull secret" in caught.value.message
-    assert len(seen.requests) == 1
+    assert seen.paths() == ["GET reg.example/v2/", "GET reg.example/v2/team/model/manifests/v1"]
 
 
 async def test_wrong_basic_password_is_unauthorized_naming_the_source() -> None:
@@ -229,15 +234,20 @@ async def test_wrong_basic_password_is_unauthorized_naming_the_source() -> None:
         await client.get_manifest(ref(), credential=wrong)
     assert "secret team-a/old" in caught.value.message
     assert "hunter2" not in caught.value.message
-    assert len(seen.requests) == 2
+    # One manifest request, with the (wrong) Basic from the start; not sent twice.
+    assert [(r.url.path, r.headers.get("authorization")) for r in seen.requests] == [
+        ("/v2/", None),
+        ("/v2/team/model/manifests/v1", basic("alice", "hunter2")),
+    ]
 
 
 async def test_bearer_flow_and_token_cache(clock: FakeClock) -> None:
     registry = AuthRegistry(expires_in=300)
     client, seen = make_client(registry, clock=clock)
     await client.get_manifest(ref(), credential=ALICE)
+    # The ping learns the challenge; the token comes first, then one manifest request.
     assert seen.paths() == [
-        "GET reg.example/v2/team/model/manifests/v1",
+        "GET reg.example/v2/",
         "GET auth.example/token",
         "GET reg.example/v2/team/model/manifests/v1",
     ]
@@ -249,8 +259,9 @@ async def test_bearer_flow_and_token_cache(clock: FakeClock) -> None:
     }
     assert token_request.headers["authorization"] == basic("alice", "s3:cr:et")
     assert seen.requests[-1].headers["authorization"] == "Bearer tok1"
+    assert "authorization" not in seen.requests[0].headers
 
-    # Cached: the second call is one request, no token request, no anonymous round trip.
+    # Cached: the second call is one request, no token request, no ping.
     await client.get_manifest(ref(), credential=ALICE)
     assert len(seen.requests) == 4
     assert len(registry.token_requests) == 1
@@ -363,7 +374,7 @@ async def test_realm_on_denied_host_is_refused_without_a_request(realm: str) -> 
     client, seen = make_client(AuthRegistry(realm=realm))
     with pytest.raises(errors.HostNotAllowedError) as caught:
         await client.get_manifest(ref(), credential=ALICE)
-    assert seen.hosts() == ["reg.example"]
+    assert seen.paths() == ["GET reg.example/v2/"]  # the realm came with the ping
     assert caught.value.registry == "reg.example"
 
 
@@ -372,7 +383,7 @@ async def test_realm_resolving_to_metadata_is_refused() -> None:
     client, seen = make_client(AuthRegistry(), dns=resolver)
     with pytest.raises(errors.HostNotAllowedError):
         await client.get_manifest(ref(), credential=ALICE)
-    assert seen.hosts() == ["reg.example"]
+    assert seen.paths() == ["GET reg.example/v2/"]
 
 
 async def test_realm_over_plain_http_is_refused() -> None:
@@ -380,7 +391,7 @@ async def test_realm_over_plain_http_is_refused() -> None:
     with pytest.raises(errors.HostNotAllowedError) as caught:
         await client.get_manifest(ref(), credential=ALICE)
     assert "plain HTTP" in caught.value.message
-    assert seen.hosts() == ["reg.example"]
+    assert seen.paths() == ["GET reg.example/v2/"]
 
 
 async def test_plain_http_realm_of_the_plain_http_registry_itself() -> None:
@@ -401,7 +412,7 @@ async def test_plain_http_realm_of_the_plain_http_registry_itself() -> None:
     client, seen = make_client(handler, policy=policy)
     await client.get_manifest(ref(registry="127.0.0.1:5000"))
     assert [str(r.url).split("?")[0] for r in seen.requests] == [
-        "http://127.0.0.1:5000/v2/team/model/manifests/v1",
+        "http://127.0.0.1:5000/v2/",
         "http://127.0.0.1:5000/token",
         "http://127.0.0.1:5000/v2/team/model/manifests/v1",
     ]

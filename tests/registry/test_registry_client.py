@@ -47,7 +47,9 @@ async def test_anonymous_manifest_digest_computed_locally_and_format_classified(
     assert manifest.size == len(body)
     assert manifest.format == "kitops-modelkit"
     assert manifest.media_type == OCI_MANIFEST
-    (request,) = seen.requests
+    ping, request = seen.requests
+    assert str(ping.url) == "https://reg.example/v2/"
+    assert "authorization" not in ping.headers
     assert str(request.url) == "https://reg.example/v2/team/model/manifests/v1"
     assert "authorization" not in request.headers
     assert set(request.headers["accept"].split(", ")) == ACCEPTED
@@ -80,7 +82,10 @@ async def test_reference_digest_is_fetched_and_verified() -> None:
     client, seen = make_client(lambda request: manifest_response(body))
     manifest = await client.get_manifest(ref(digest=sha256(body)))
     assert manifest.digest == sha256(body)
-    assert seen.requests[0].url.path == f"/v2/team/model/manifests/{sha256(body)}"
+    assert [r.url.path for r in seen.requests] == [
+        "/v2/",
+        f"/v2/team/model/manifests/{sha256(body)}",
+    ]
 
 
 async def test_reference_digest_mismatch_is_refused() -> None:
@@ -275,17 +280,22 @@ async def test_https_by_default_and_plain_http_only_when_configured() -> None:
     await client.get_manifest(ref(registry="127.0.0.1:5000"))
     await client.get_manifest(ref(registry="127.0.0.1:5001"))
     await client.get_manifest(ref(registry="reg.example"))
-    assert [str(r.url).split("/v2/")[0] for r in seen.requests] == [
+    assert [str(r.url).split("/v2/")[0] for r in seen.calls()] == [
         "http://127.0.0.1:5000",
         "https://127.0.0.1:5001",
         "https://reg.example",
+    ]
+    assert [str(r.url) for r in seen.pings()] == [  # one per endpoint, same scheme
+        "http://127.0.0.1:5000/v2/",
+        "https://127.0.0.1:5001/v2/",
+        "https://reg.example/v2/",
     ]
 
 
 async def test_docker_hub_is_served_by_registry_1() -> None:
     client, seen = make_client(lambda request: manifest_response(modelkit_manifest()))
     await client.get_manifest(ref(registry="docker.io", repository="library/model"))
-    assert seen.requests[0].url.host == "registry-1.docker.io"
+    assert seen.hosts() == ["registry-1.docker.io", "registry-1.docker.io"]  # ping, manifest
 
 
 async def test_registry_outside_allowlist_is_refused_without_a_request() -> None:
@@ -337,7 +347,8 @@ async def test_redirect_to_denied_host_is_refused_without_a_request() -> None:
     client, seen = make_client(handler)
     with pytest.raises(errors.HostNotAllowedError):
         await client.get_manifest(ref())
-    assert seen.hosts() == ["reg.example"]
+    # The ping's redirect is not followed; the manifest's is refused.
+    assert seen.paths() == ["GET reg.example/v2/", "GET reg.example/v2/team/model/manifests/v1"]
 
 
 async def test_https_redirect_to_metadata_is_refused() -> None:
@@ -346,7 +357,7 @@ async def test_https_redirect_to_metadata_is_refused() -> None:
     )
     with pytest.raises(errors.HostNotAllowedError):
         await client.get_manifest(ref())
-    assert len(seen.requests) == 1
+    assert seen.paths() == ["GET reg.example/v2/", "GET reg.example/v2/team/model/manifests/v1"]
 
 
 async def test_plain_http_redirect_is_refused_unless_target_configured() -> None:
@@ -361,7 +372,7 @@ async def test_plain_http_redirect_is_refused_unless_target_configured() -> None
     with pytest.raises(errors.HostNotAllowedError) as caught:
         await client.get_manifest(ref())
     assert "plain HTTP" in caught.value.message
-    assert seen.hosts() == ["reg.example"]
+    assert seen.hosts() == ["reg.example", "reg.example"]  # ping (not followed), manifest
 
     policy = hosts.HostPolicy(
         registries={"mirror.example:8080": hosts.RegistryHostConfig(plain_http=True)}
@@ -369,7 +380,7 @@ async def test_plain_http_redirect_is_refused_unless_target_configured() -> None
     client, seen = make_client(handler, policy=policy)
     manifest = await client.get_manifest(ref())
     assert manifest.digest == sha256(body)
-    assert seen.hosts() == ["reg.example", "mirror.example"]
+    assert seen.hosts() == ["reg.example", "reg.example", "mirror.example"]
 
 
 async def test_too_many_redirects() -> None:
@@ -379,7 +390,8 @@ async def test_too_many_redirects() -> None:
     with pytest.raises(errors.BadResponseError) as caught:
         await client.get_manifest(ref())
     assert "redirects" in caught.value.message
-    assert len(seen.requests) == 4
+    assert len(seen.pings()) == 1  # its redirect not followed
+    assert len(seen.calls()) == 4
 
 
 async def test_redirect_without_location_is_bad_response() -> None:
@@ -439,7 +451,7 @@ async def test_config_blob_declared_too_large_is_not_fetched() -> None:
     manifest = await client.get_manifest(ref())
     with pytest.raises(errors.ManifestTooLargeError):
         await client.get_config(ref(), manifest)
-    assert len(seen.requests) == 1
+    assert seen.paths() == ["GET reg.example/v2/", "GET reg.example/v2/team/model/manifests/v1"]
 
 
 async def test_config_of_an_index_is_a_bad_response() -> None:
@@ -502,7 +514,7 @@ async def test_on_request_counts_every_request() -> None:
 
     client, _ = make_client(handler, on_request=lambda r, k: counted.append((r, k)))
     await client.get_manifest(ref(registry="docker.io", repository="library/m"))
-    assert counted == [("docker.io", "manifest"), ("docker.io", "token"), ("docker.io", "manifest")]
+    assert counted == [("docker.io", "ping"), ("docker.io", "token"), ("docker.io", "manifest")]
 
 
 def test_build_manifest_request_is_pure() -> None:
@@ -553,9 +565,8 @@ async def test_same_origin_redirect_keeps_authorization() -> None:
 
     client, seen = make_client(handler)
     await client.get_manifest(ref(), credential=Credential(registry_token="tok", source="t"))
-    assert [r.headers.get("authorization") for r in seen.requests] == [
-        None,
-        "Bearer tok",
-        "Bearer tok",
+    assert [(r.url.path, r.headers.get("authorization")) for r in seen.requests] == [
+        ("/v2/", None),
+        ("/v2/team/model/manifests/v1", "Bearer tok"),
+        ("/v2/team/model/manifests/v1-moved", "Bearer tok"),
     ]
-    assert seen.requests[2].url.path.endswith("/v1-moved")
