@@ -1,6 +1,10 @@
 """Through the apiserver: create N Pods with kitpin's webhooks registered and without them,
 alternating in one run, and compare the wall time until all N are created.
 
+A third mode, ``noop``, registers the same two configurations pointed at the no-op responder
+(``bench/noop.py``; its mutating answers add one annotation): the cost of any webhook pair
+to the apiserver on this machine, the floor under kitpin's ratio.
+
 The webhook configurations are the ones ``kitpin run --dev`` had kopf create
 (``kitpin.dev``, mutating ``pin-*`` and validating ``check-*``). "Without" deletes both
 objects; "with" re-creates them exactly as saved. After each switch a probe Pod is created
@@ -11,12 +15,14 @@ absent), so no round straddles the switch.
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 import json
 import secrets
 import ssl
 import statistics
 import time
+import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +35,8 @@ from tests.harness.controlplane import ControlPlane
 ADMISSION = "/apis/admissionregistration.k8s.io/v1"
 KINDS = ("mutatingwebhookconfigurations", "validatingwebhookconfigurations")
 PINNED = "kitpin.dev/pinned"
+NOOP_ANNOTATION = "bench.kitpin.dev/noop"
+Mode = str  # "without" | "with" | "noop"
 
 
 @dataclass(kw_only=True)
@@ -37,9 +45,23 @@ class Outcome:
     concurrency: int
     with_webhook_s: list[float] = field(default_factory=list)
     without_webhook_s: list[float] = field(default_factory=list)
+    noop_webhook_s: list[float] = field(default_factory=list)
     cpu_with_s: dict[str, list[float]] = field(default_factory=dict)
     """CPU seconds each component used per measured round, with the webhooks."""
     cpu_without_s: dict[str, list[float]] = field(default_factory=dict)
+    cpu_noop_s: dict[str, list[float]] = field(default_factory=dict)
+
+    def seconds(self, mode: Mode) -> list[float]:
+        return {
+            "with": self.with_webhook_s,
+            "without": self.without_webhook_s,
+            "noop": self.noop_webhook_s,
+        }[mode]
+
+    def cpu(self, mode: Mode) -> dict[str, list[float]]:
+        return {"with": self.cpu_with_s, "without": self.cpu_without_s, "noop": self.cpu_noop_s}[
+            mode
+        ]
 
     def cpu_ms_per_pod(self, runs: dict[str, list[float]]) -> dict[str, float]:
         return {k: round(statistics.median(v) / self.pods * 1e3, 3) for k, v in runs.items()}
@@ -47,6 +69,16 @@ class Outcome:
     def summary(self) -> dict[str, Any]:
         w = statistics.median(self.with_webhook_s)
         wo = statistics.median(self.without_webhook_s)
+        floor: dict[str, Any] = {}
+        if self.noop_webhook_s:
+            n = statistics.median(self.noop_webhook_s)
+            floor = {
+                # the same two configurations pointed at the no-op responder
+                "noop_webhook_s": round(n, 3),
+                "noop_ratio": round(n / wo, 3),
+                "noop_webhook_runs_s": [round(x, 3) for x in self.noop_webhook_s],
+                "cpu_ms_per_pod_noop": self.cpu_ms_per_pod(self.cpu_noop_s),
+            }
         return {
             "pods": self.pods,
             "with_webhook_s": round(w, 3),
@@ -59,6 +91,7 @@ class Outcome:
             # where the time goes: CPU per created Pod, by process (median round)
             "cpu_ms_per_pod_with": self.cpu_ms_per_pod(self.cpu_with_s),
             "cpu_ms_per_pod_without": self.cpu_ms_per_pod(self.cpu_without_s),
+            **floor,
         }
 
 
@@ -122,25 +155,43 @@ async def _save(api: Api, name: str) -> dict[str, dict[str, Any]]:
     return saved
 
 
+def _pointed_at(
+    saved: dict[str, dict[str, Any]], base_url: str, ca_pem: bytes
+) -> dict[str, dict[str, Any]]:
+    """``saved`` with every webhook sent to ``base_url`` (same paths; mutating ones under
+    ``/annotate``) and trusting ``ca_pem``."""
+    bundle = base64.b64encode(ca_pem).decode()
+    out = copy.deepcopy(saved)
+    for kind, body in out.items():
+        prefix = "/annotate" if kind.startswith("mutating") else ""
+        for hook in body.get("webhooks") or []:
+            cc = hook["clientConfig"]
+            path = urllib.parse.urlsplit(cc["url"]).path if "url" in cc else cc["service"]["path"]
+            hook["clientConfig"] = {"url": base_url + prefix + path, "caBundle": bundle}
+    return out
+
+
 async def _switch(
     api: Api,
-    saved: dict[str, dict[str, Any]],
+    configs: dict[Mode, dict[str, dict[str, Any]]],
     *,
-    on: bool,
+    mode: Mode,
     probe_ns: str,
     pod: dict[str, Any],
     counter: list[int],
 ) -> None:
-    for kind, body in saved.items():
+    """Register the configurations of ``mode`` (none for ``without``), then create probe Pods
+    until three in a row show that the apiserver uses them."""
+    any_saved = next(iter(configs.values()))
+    for kind, body in any_saved.items():
         name = body["metadata"]["name"]
-        if on:
-            status, answer = await api.call("POST", f"{ADMISSION}/{kind}", body)
-            ok = status in (201, 409)
-        else:
-            status, answer = await api.call("DELETE", f"{ADMISSION}/{kind}/{name}")
-            ok = status in (200, 404)
-        if not ok:
-            raise RuntimeError(f"{'creating' if on else 'deleting'} {kind}/{name}: {answer}")
+        status, answer = await api.call("DELETE", f"{ADMISSION}/{kind}/{name}")
+        if status not in (200, 404):
+            raise RuntimeError(f"deleting {kind}/{name}: {answer}")
+    for kind, body in (configs.get(mode) or {}).items():
+        status, answer = await api.call("POST", f"{ADMISSION}/{kind}", body)
+        if status != 201:
+            raise RuntimeError(f"creating {kind}/{body['metadata']['name']}: {answer}")
     deadline = time.monotonic() + 30
     streak = 0
     while time.monotonic() < deadline:
@@ -148,16 +199,24 @@ async def _switch(
         probe = copy.deepcopy(pod)
         probe["metadata"]["name"] = f"probe-{counter[0]}"
         created = await api.create_pod(probe_ns, probe)
-        pinned = PINNED in (created["metadata"].get("annotations") or {})
-        streak = streak + 1 if pinned == on else 0
+        streak = streak + 1 if _mode_of(created) == mode else 0
         if streak >= 3:
             return
         await asyncio.sleep(0.05)
-    raise RuntimeError(f"the webhooks did not turn {'on' if on else 'off'} within 30 s")
+    raise RuntimeError(f"the apiserver did not switch to webhooks {mode!r} within 30 s")
+
+
+def _mode_of(created: dict[str, Any]) -> Mode:
+    annotations = created["metadata"].get("annotations") or {}
+    if PINNED in annotations:
+        return "with"
+    if NOOP_ANNOTATION in annotations:
+        return "noop"
+    return "without"
 
 
 async def _round(
-    api: Api, namespace: str, pod: dict[str, Any], n: int, concurrency: int, *, expect_pinned: bool
+    api: Api, namespace: str, pod: dict[str, Any], n: int, concurrency: int, *, mode: Mode
 ) -> float:
     await api.ensure_namespace(namespace)
     gate = asyncio.Semaphore(concurrency)
@@ -168,18 +227,18 @@ async def _round(
         body["metadata"]["namespace"] = namespace
         bodies.append(body)
 
-    async def one(body: dict[str, Any]) -> bool:
+    async def one(body: dict[str, Any]) -> Mode:
         async with gate:
             created = await api.create_pod(namespace, body)
-        return PINNED in (created["metadata"].get("annotations") or {})
+        return _mode_of(created)
 
     started = time.perf_counter()
-    pinned = await asyncio.gather(*(one(b) for b in bodies))
+    modes = await asyncio.gather(*(one(b) for b in bodies))
     seconds = time.perf_counter() - started
-    if any(p != expect_pinned for p in pinned):
+    wrong = [m for m in modes if m != mode]
+    if wrong:
         raise RuntimeError(
-            f"{namespace}: {sum(pinned)}/{n} pods pinned, expected "
-            f"{'all' if expect_pinned else 'none'}"
+            f"{namespace}: {len(wrong)}/{n} pods admitted by webhooks {wrong[0]!r}, not {mode!r}"
         )
     return seconds
 
@@ -193,9 +252,11 @@ async def measure(
     concurrency: int = 32,
     config_name: str = "kitpin.dev",
     processes: dict[str, int] | None = None,
+    noop: tuple[str, bytes] | None = None,
 ) -> Outcome:
     """``rounds`` alternating pairs (without, with) after one unmeasured warm-up pair.
-    ``processes`` (name -> pid): whose CPU time to account per round."""
+    ``processes`` (name -> pid): whose CPU time to account per round. ``noop``: (base URL, CA
+    PEM) of the no-op responder, to add the ``noop`` mode to every round."""
     pids = dict(processes or {})
     pod = creatable(reviews.pod("x", "x", references))
     outcome = Outcome(pods=pods, concurrency=min(concurrency, pods))
@@ -206,22 +267,26 @@ async def measure(
         probe_ns = f"bench-probe-{run_id}"
         await api.ensure_namespace(probe_ns)
         saved = await _save(api, config_name)
+        configs: dict[Mode, dict[str, dict[str, Any]]] = {"with": saved}
+        if noop is not None:
+            configs["noop"] = _pointed_at(saved, *noop)
+        modes = ["without", *configs]
         counter = [0]
         try:
             for r in range(rounds + 1):
-                for on in (False, True):
-                    await _switch(api, saved, on=on, probe_ns=probe_ns, pod=pod, counter=counter)
-                    ns = f"bench-{run_id}-{'with' if on else 'without'}-{r}"
+                for mode in modes:
+                    await _switch(
+                        api, configs, mode=mode, probe_ns=probe_ns, pod=pod, counter=counter
+                    )
+                    ns = f"bench-{run_id}-{mode}-{r}"
                     cpu0 = {k: env.cpu_seconds(pid) for k, pid in pids.items()}
-                    seconds = await _round(api, ns, pod, pods, concurrency, expect_pinned=on)
+                    seconds = await _round(api, ns, pod, pods, concurrency, mode=mode)
                     cpu = {k: env.cpu_seconds(pid) - cpu0[k] for k, pid in pids.items()}
                     if r == 0:
                         continue  # warm-up: connections, caches, the apiserver's own
-                    (outcome.with_webhook_s if on else outcome.without_webhook_s).append(seconds)
+                    outcome.seconds(mode).append(seconds)
                     for k, used in cpu.items():
-                        (outcome.cpu_with_s if on else outcome.cpu_without_s).setdefault(
-                            k, []
-                        ).append(used)
+                        outcome.cpu(mode).setdefault(k, []).append(used)
         finally:
-            await _switch(api, saved, on=True, probe_ns=probe_ns, pod=pod, counter=counter)
+            await _switch(api, configs, mode="with", probe_ns=probe_ns, pod=pod, counter=counter)
     return outcome

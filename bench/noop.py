@@ -8,6 +8,11 @@ unchanged. Whatever kitpin costs above this is kopf's and kitpin's own work.
 
     python -m bench.noop --port 9443 --cert cert.pem --key key.pem [--capture DIR]
 
+A review POSTed under ``/annotate/`` is answered with a JSON patch that adds one annotation
+(``bench.kitpin.dev/noop``): the apiserver case registers the no-op server in kitpin's place
+(mutating webhooks under ``/annotate/``), so the apiserver does the same kind of work as for
+kitpin (send, receive, apply a patch) and the bench can see which webhooks are active.
+
 ``--capture DIR`` also writes the first reviews it receives to ``DIR/<n>.json``: the bench
 registers it as a webhook for a moment to record the exact AdmissionReview kube-apiserver
 sends for a Pod, and replays that.
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import ssl
 from pathlib import Path
@@ -27,6 +33,17 @@ import aiohttp.web
 CAPTURE: list[Path] = []  # [directory] when capturing
 CAPTURE_LIMIT = 16
 _captured = 0
+ANNOTATION = "bench.kitpin.dev/noop"
+
+
+def _annotate(obj: Any) -> str:
+    """A base64 JSON patch adding :data:`ANNOTATION` to ``obj``."""
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    if isinstance(meta, dict) and isinstance(meta.get("annotations"), dict):
+        op = {"op": "add", "path": "/metadata/annotations/bench.kitpin.dev~1noop", "value": "1"}
+    else:
+        op = {"op": "add", "path": "/metadata/annotations", "value": {ANNOTATION: "1"}}
+    return base64.b64encode(json.dumps([op]).encode()).decode()
 
 
 async def review(request: aiohttp.web.Request) -> aiohttp.web.Response:
@@ -36,12 +53,16 @@ async def review(request: aiohttp.web.Request) -> aiohttp.web.Response:
     if CAPTURE and _captured < CAPTURE_LIMIT:
         _captured += 1
         (CAPTURE[0] / f"{_captured}.json").write_bytes(raw)
-    uid = (data.get("request") or {}).get("uid", "")
+    req = data.get("request") or {}
+    answer: dict[str, Any] = {"uid": req.get("uid", ""), "allowed": True}
+    if request.path.startswith("/annotate/"):
+        answer["patchType"] = "JSONPatch"
+        answer["patch"] = _annotate(req.get("object"))
     return aiohttp.web.json_response(
         {
             "apiVersion": data.get("apiVersion", "admission.k8s.io/v1"),
             "kind": "AdmissionReview",
-            "response": {"uid": uid, "allowed": True},
+            "response": answer,
         }
     )
 

@@ -597,12 +597,12 @@ def run(
                 profile,
             )
         cold.stop()
-        noop.stop()
 
         # -- 3. through the apiserver ------------------------------------------------------
         # Not a throughput case: kitpin runs like the apiserver and etcd, on any CPU.
         if "apiserver" in only:
             warm.pin(None)
+            noop.pin(None)
             outcome = asyncio.run(
                 apiserver.measure(
                     cp,
@@ -612,16 +612,20 @@ def run(
                     processes={
                         **{p.name: p.pid for p in cp.processes if p.pid is not None},
                         "kitpin": warm.pid,
+                        "noop": noop.pid,
                         "bench": os.getpid(),
                     },
+                    noop=(noop.url(""), Path(certs.ca_file).read_bytes()),
                 )
             )
             results["apiserver"] = outcome.summary()
             log(
                 f"apiserver: {plan.pods} pods with {results['apiserver']['with_webhook_s']}s, "
                 f"without {results['apiserver']['without_webhook_s']}s "
-                f"-> ratio {results['apiserver']['ratio']}"
+                f"-> ratio {results['apiserver']['ratio']} "
+                f"(the no-op webhook pair: {results['apiserver'].get('noop_ratio')})"
             )
+        noop.stop()
         if "memory" in only:
             results["memory"]["rss_mb_end"] = round(warm.rss_mb(), 1)
         results["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
