@@ -25,14 +25,17 @@ import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
+from controller import kubeapi, policy
 from controller import metrics as metrics_mod
-from controller import policy
 
 logger = logging.getLogger(__name__)
 
 EVENT_MESSAGE_LIMIT = 1024
+
+WRITE_TIMEOUT = 5.0
+"""Seconds for one write (a status patch, an Event)."""
 
 
 class ConflictError(Exception):
@@ -40,15 +43,15 @@ class ConflictError(Exception):
 
 
 class AuditSink(Protocol):
-    """Blocking writes to the apiserver (run in a thread)."""
+    """The writes to the apiserver."""
 
-    def patch_policy_status(
+    async def patch_policy_status(
         self, ref: policy.PolicyRef, status: Mapping[str, Any], resource_version: str | None
     ) -> Mapping[str, Any]:
         """Merge-patch ``status``; return the stored object; raise :class:`ConflictError` on 409."""
         ...
 
-    def create_event(self, namespace: str, event: Mapping[str, Any]) -> None: ...
+    async def create_event(self, namespace: str, event: Mapping[str, Any]) -> None: ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -185,7 +188,7 @@ class AuditRecorder:
             }  # fmt: skip
         patch = {k: status[k] for k in ("violations", "violationsByRule", "recentViolations")}
         try:
-            stored = await asyncio.to_thread(self._sink.patch_policy_status, ref, patch, rv)
+            stored = await self._sink.patch_policy_status(ref, patch, rv)
         except ConflictError:
             logger.info("status of %s changed meanwhile; its violations wait a flush", ref)
             return False
@@ -204,9 +207,7 @@ class AuditRecorder:
                 if v.mode == "enforce":
                     continue
                 try:
-                    await asyncio.to_thread(
-                        self._sink.create_event, item.namespace, self._event(item, v)
-                    )
+                    await self._sink.create_event(item.namespace, self._event(item, v))
                 except Exception as e:
                     logger.warning("cannot create an Event for %s: %s", item.object_ref, e)
 
@@ -237,43 +238,37 @@ def _metric_label(ref: policy.PolicyRef) -> str:
     return f"{ref.kind}/{ref.namespace}/{ref.name}"
 
 
-class KubeAuditSink:
-    """:class:`AuditSink` over the official ``kubernetes`` client."""
+class ApiAuditSink:
+    """:class:`AuditSink` over :class:`controller.kubeapi.KubeAPI`: a JSON merge patch of the
+    ``status`` subresource of a kitpin.dev policy, and a POST of a core/v1 Event."""
 
-    def __init__(self, api_client: Any) -> None:
-        from kubernetes import client
+    def __init__(self, api: kubeapi.KubeAPI[Any], *, timeout: float = WRITE_TIMEOUT) -> None:
+        self._api = api
+        self._timeout = timeout
 
-        self._custom = client.CustomObjectsApi(api_client)
-        self._core = client.CoreV1Api(api_client)
-        self._api_exception: type[Exception] = client.ApiException
-
-    def patch_policy_status(
+    async def patch_policy_status(
         self, ref: policy.PolicyRef, status: Mapping[str, Any], resource_version: str | None
     ) -> Mapping[str, Any]:
         body: dict[str, Any] = {"status": dict(status)}
         if resource_version:
             body["metadata"] = {"resourceVersion": resource_version}
-        plural = "clustermodelkitpolicies" if ref.namespace is None else "modelkitpolicies"
         try:
-            if ref.namespace is None:
-                result = self._custom.patch_cluster_custom_object_status(
-                    policy.GROUP, policy.VERSION, plural, ref.name, body, _request_timeout=5
-                )
-            else:
-                result = self._custom.patch_namespaced_custom_object_status(
-                    policy.GROUP,
-                    policy.VERSION,
-                    ref.namespace,
-                    plural,
-                    ref.name,
-                    body,
-                    _request_timeout=5,
-                )
-        except self._api_exception as e:
-            if getattr(e, "status", None) == 409:
-                raise ConflictError(str(e)) from e
-            raise
-        return result if isinstance(result, Mapping) else {}
+            return await self._api.patch(status_path(ref), body, timeout=self._timeout)
+        except kubeapi.ConflictError as e:
+            raise ConflictError(str(e)) from e
 
-    def create_event(self, namespace: str, event: Mapping[str, Any]) -> None:
-        self._core.create_namespaced_event(namespace, cast(Any, dict(event)), _request_timeout=5)
+    async def create_event(self, namespace: str, event: Mapping[str, Any]) -> None:
+        where = kubeapi.path("api", "v1", "namespaces", namespace, "events")
+        await self._api.post(where, event, timeout=self._timeout)
+
+
+def status_path(ref: policy.PolicyRef) -> str:
+    """The API path of the ``status`` subresource of the policy ``ref``."""
+    if ref.namespace is None:
+        return kubeapi.path(
+            "apis", policy.GROUP, policy.VERSION, "clustermodelkitpolicies", ref.name, "status"
+        )
+    return kubeapi.path(
+        "apis", policy.GROUP, policy.VERSION, "namespaces", ref.namespace,
+        "modelkitpolicies", ref.name, "status",
+    )  # fmt: skip

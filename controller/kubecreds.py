@@ -14,12 +14,13 @@ denial reports with what to do.
 
 from __future__ import annotations
 
-import asyncio
+import base64
 import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+from controller import errors, kubeapi
 from controller.registry.credentials import Keychain
 from controller.registry.types import Credential
 
@@ -27,46 +28,61 @@ logger = logging.getLogger(__name__)
 
 PULL_SECRET_TYPES = frozenset({"kubernetes.io/dockerconfigjson", "kubernetes.io/dockercfg"})
 
+READ_TIMEOUT = 3.0
+"""Seconds for one read of a ServiceAccount or a Secret."""
+
 
 class KubeReader(Protocol):
-    """The two reads kitpin needs; blocking calls (run in a thread)."""
+    """The two reads kitpin needs (``get`` by name, never ``list``)."""
 
-    def service_account_pull_secrets(self, namespace: str, name: str) -> list[str] | None: ...
+    async def service_account_pull_secrets(self, namespace: str, name: str) -> list[str] | None:
+        """The names in its ``imagePullSecrets``; None when absent/forbidden."""
+        ...
 
-    def secret(self, namespace: str, name: str) -> tuple[str, Mapping[str, str]] | None:
+    async def secret(self, namespace: str, name: str) -> tuple[str, Mapping[str, str]] | None:
         """(type, base64 data) or None when absent/forbidden."""
         ...
 
 
-class ClientReader:
-    """:class:`KubeReader` over the official ``kubernetes`` client."""
+class ApiReader:
+    """:class:`KubeReader` over :class:`controller.kubeapi.KubeAPI`.
 
-    def __init__(self, api_client: Any) -> None:
-        from kubernetes import client  # imported lazily: heavy, and only the operator needs it
+    Any error status of the apiserver (404 absent, 403 not allowed by RBAC, ...) and a name
+    that cannot address an object is "not readable": logged, None. No answer at all
+    (:class:`~controller.kubeapi.UnreachableError`) propagates: the admission fails, rather
+    than resolving without the credentials the workload has."""
 
-        self._core = client.CoreV1Api(api_client)
-        self._api_exception: type[Exception] = client.ApiException
+    def __init__(self, api: kubeapi.KubeAPI[Any], *, timeout: float = READ_TIMEOUT) -> None:
+        self._api = api
+        self._timeout = timeout
 
-    def service_account_pull_secrets(self, namespace: str, name: str) -> list[str] | None:
-        try:
-            sa = self._core.read_namespaced_service_account(name, namespace, _request_timeout=3)
-        except self._api_exception as e:
-            logger.info("service account %s/%s not readable: %s", namespace, name, _status(e))
+    async def service_account_pull_secrets(self, namespace: str, name: str) -> list[str] | None:
+        sa = await self._get("service account", namespace, "serviceaccounts", name)
+        if sa is None:
             return None
-        return [s.name for s in (sa.image_pull_secrets or []) if s.name]
+        return [
+            entry["name"]
+            for entry in sa.get("imagePullSecrets") or ()
+            if isinstance(entry, Mapping) and isinstance(entry.get("name"), str) and entry["name"]
+        ]
 
-    def secret(self, namespace: str, name: str) -> tuple[str, Mapping[str, str]] | None:
-        try:
-            secret = self._core.read_namespaced_secret(name, namespace, _request_timeout=3)
-        except self._api_exception as e:
-            logger.info("pull secret %s/%s not readable: %s", namespace, name, _status(e))
+    async def secret(self, namespace: str, name: str) -> tuple[str, Mapping[str, str]] | None:
+        secret = await self._get("pull secret", namespace, "secrets", name)
+        if secret is None:
             return None
-        data = {str(k): str(v) for k, v in (secret.data or {}).items()}
-        return str(secret.type or ""), data
+        raw = secret.get("data")
+        data = {str(k): str(v) for k, v in raw.items()} if isinstance(raw, Mapping) else {}
+        return str(secret.get("type") or ""), data
 
-
-def _status(e: Exception) -> str:
-    return str(getattr(e, "status", "") or e)
+    async def _get(
+        self, what: str, namespace: str, resource: str, name: str
+    ) -> dict[str, Any] | None:
+        try:
+            where = kubeapi.path("api", "v1", "namespaces", namespace, resource, name)
+            return await self._api.get(where, timeout=self._timeout)
+        except (kubeapi.ApiError, ValueError) as e:
+            logger.info("%s %s/%s not readable: %s", what, namespace, name, e)
+            return None
 
 
 class NamespaceCredentials:
@@ -155,7 +171,7 @@ class NamespaceCredentials:
         hit = self._sa_cache.get(key)
         if hit and hit[0] > now:
             return hit[1]
-        found = await asyncio.to_thread(self._reader.service_account_pull_secrets, namespace, name)
+        found = await self._reader.service_account_pull_secrets(namespace, name)
         value = found or []
         self._sa_cache[key] = (now + self._ttl, value)
         return value
@@ -166,16 +182,12 @@ class NamespaceCredentials:
         hit = self._secret_cache.get(key)
         if hit and hit[0] > now:
             return hit[1]
-        keychain = await asyncio.to_thread(self._read_keychain, namespace, name)
+        keychain = await self._read_keychain(namespace, name)
         self._secret_cache[key] = (now + self._ttl, keychain)
         return keychain
 
-    def _read_keychain(self, namespace: str, name: str) -> Keychain | None:
-        import base64
-
-        from controller import errors
-
-        found = self._reader.secret(namespace, name)
+    async def _read_keychain(self, namespace: str, name: str) -> Keychain | None:
+        found = await self._reader.secret(namespace, name)
         if found is None:
             return None
         kind, data = found

@@ -8,6 +8,11 @@ needs no peering).
 ``--dev``: serve on 127.0.0.1 with generated certificates and let kopf create the webhook
 configurations (named ``kitpin.dev``) in the cluster of the current kubeconfig. With a
 ``.dev/env`` from `make dev-up`, the dev registry is trusted over plain HTTP.
+
+The apiserver: one login (:class:`KubeLogin`: the in-cluster service account, else the
+kubeconfig) serves kopf (its login handler) and kitpin's own calls (pull secrets, the audit
+trail: :class:`controller.kubeapi.KubeAPI`). The official ``kubernetes`` client is imported
+only when a kubeconfig user needs an exec plugin or an auth-provider.
 """
 
 from __future__ import annotations
@@ -22,16 +27,24 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import kopf
+from controller import kubeapi
 
-from controller import audit, devcerts, kubecreds, pinning, server, settings, webhook
-from controller import metrics as metrics_mod
-from controller.registry.client import RegistryClient
-from controller.resolver import ConfigCache, Resolver
+# kopf imports the kubernetes client (~19 MB) when it is installed: see kubeapi.
+with kubeapi.kubernetes_client_hidden():
+    import kopf
+
+    from controller import audit, kubecreds, pinning, server, settings, webhook
+    from controller import metrics as metrics_mod
+    from controller.registry.client import RegistryClient
+    from controller.resolver import ConfigCache, Resolver
 
 logger = logging.getLogger(__name__)
 
 MANAGED_CONFIG_NAME = "kitpin.dev"
+
+SERVICE_ACCOUNT_REFRESH = 60.0
+"""Seconds after which the service account's token is read again: the kubelet rotates the
+projected token file well before the token expires."""
 
 
 def _own_namespace(args: argparse.Namespace) -> str | None:
@@ -44,14 +57,63 @@ def _own_namespace(args: argparse.Namespace) -> str | None:
     return sa_ns.read_text().strip() if sa_ns.exists() else None
 
 
-def _kube_api_client() -> Any:
-    from kubernetes import client, config
+class KubeLogin:
+    """Where the apiserver is and who kitpin is there, as a ``kopf.ConnectionInfo``; called
+    again to log in again (a rotated token).
 
-    try:
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
-    except config.ConfigException:
-        config.load_kube_config()  # type: ignore[no-untyped-call]
-    return client.ApiClient()
+    kopf's own rudimentary login functions read the files: the in-cluster service account
+    (its token is re-read at every call), else the kubeconfig (``$KUBECONFIG`` or
+    ``~/.kube/config``: server, CA, client certificate, token or basic auth). A kubeconfig
+    user that needs an exec plugin or an auth-provider is beyond them: then the official
+    client's login (``kopf.login_via_client``) runs the plugin, which imports that client."""
+
+    def __init__(self, settings: kopf.OperatorSettings) -> None:
+        self._settings = settings
+        self.in_cluster = False
+        self._announced = False
+
+    def __call__(self) -> kopf.ConnectionInfo:
+        info = kopf.login_with_service_account(settings=self._settings)
+        if info is not None:
+            self.in_cluster = True
+            return _service_host(info)
+        plugin = kubeapi.kubeconfig_auth_plugin()
+        if plugin is not None:
+            if not self._announced:
+                logger.info(
+                    "the kubeconfig's user authenticates through %r, which kopf's login "
+                    "cannot run: logging in with the kubernetes client library instead "
+                    "(imported for this: ~20 MB more memory)",
+                    plugin,
+                )
+                self._announced = True
+            info = kopf.login_via_client(logger=logger, settings=self._settings)
+            if info is None:
+                raise kopf.LoginError(
+                    f"the kubeconfig's user authenticates through {plugin!r}, which kitpin "
+                    "runs with the kubernetes client library: install the `kubernetes` package"
+                )
+        else:
+            info = kopf.login_with_kubeconfig(settings=self._settings)
+        if info is None:
+            raise kopf.LoginError(
+                "no apiserver to talk to: not in a cluster (no service account token) and no "
+                "kubeconfig ($KUBECONFIG or ~/.kube/config)"
+            )
+        return info
+
+
+def _service_host(info: kopf.ConnectionInfo) -> kopf.ConnectionInfo:
+    """The apiserver at ``$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT`` when the kubelet
+    set them (as client-go and the official client do), rather than kopf's fixed
+    ``https://kubernetes.default.svc``, which needs the cluster DNS."""
+    host = os.environ.get("KUBERNETES_SERVICE_HOST")
+    port = os.environ.get("KUBERNETES_SERVICE_PORT")
+    if not host or not port:
+        return info
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    return dataclasses.replace(info, server=f"https://{host}:{port}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
         )
 
     if args.dev:
+        from controller import devcerts  # imports cryptography (~8 MB): for --dev only
+
         certs = devcerts.write_dev_certificates(
             Path(tempfile.mkdtemp(prefix="kitpin-dev-")), hosts=("127.0.0.1", "localhost")
         )
@@ -124,12 +188,12 @@ _TLS_BUFFER = 16 * 1024
 def _quiet_gc() -> None:
     """Keep the cyclic garbage collector off the admission path's tail latency.
 
-    Everything imported and built at start-up (kopf, the kubernetes client's ~1,000 model
-    classes, settings) lives for the whole process: ``gc.freeze()`` moves it out of the
-    collector's view, so a full collection scans only what was allocated since. Reviews
-    allocate many short-lived, acyclic objects (parsed JSON) that reference counting frees;
-    the default gen-0 threshold (700 allocations) would still start a collection every few
-    reviews, so it is raised. Cycles are still collected, just less often."""
+    Everything imported and built at start-up (kopf, aiohttp, httpx, settings) lives for the
+    whole process: ``gc.freeze()`` moves it out of the collector's view, so a full collection
+    scans only what was allocated since. Reviews allocate many short-lived, acyclic objects
+    (parsed JSON) that reference counting frees; the default gen-0 threshold (700
+    allocations) would still start a collection every few reviews, so it is raised. Cycles
+    are still collected, just less often."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 50, 100)
@@ -150,23 +214,34 @@ async def _serve(
     managed: bool,
 ) -> int:
     metrics = metrics_mod.Metrics()
-    async with RegistryClient(policy, on_request=metrics.count_registry_request) as client:
+    kopf_settings = kopf.OperatorSettings()
+    login = KubeLogin(kopf_settings)
+    api = kubeapi.KubeAPI(
+        login(),
+        relogin=login,
+        refresh_after=SERVICE_ACCOUNT_REFRESH if login.in_cluster else None,
+    )
+    async with (
+        RegistryClient(policy, on_request=metrics.count_registry_request) as client,
+        api,
+    ):
         resolver = Resolver(client, settings=resolver_settings, metrics=metrics)
-        api_client = _kube_api_client()
-        credentials = kubecreds.NamespaceCredentials(
-            kubecreds.ClientReader(api_client), central=keychain
-        )
+        credentials = kubecreds.NamespaceCredentials(kubecreds.ApiReader(api), central=keychain)
         engine = pinning.Engine(
             resolver,
             credentials=credentials,
             configs=ConfigCache(client),
             settings=admission,
         )
-        recorder = audit.AuditRecorder(audit.KubeAuditSink(api_client), metrics=metrics)
+        recorder = audit.AuditRecorder(audit.ApiAuditSink(api), metrics=metrics)
         registry = kopf.OperatorRegistry()
-        # A private registry has none of kopf's default login handlers: use the kubernetes
-        # client's (in-cluster service account, else the kubeconfig).
-        kopf.on.login(registry=registry)(kopf.login_via_client)
+
+        # A private registry has none of kopf's default login handlers: kopf gets the same
+        # login as kitpin's own client, fresh each time kopf asks (at start-up, after a 401).
+        @kopf.on.login(registry=registry)
+        async def login_handler(**_: Any) -> kopf.ConnectionInfo:
+            return await api.relogin()
+
         resources = list(webhook.BUILTIN_RESOURCES) + webhook.extra_resources(
             admission.sites.extra_sites
         )
@@ -187,7 +262,6 @@ async def _serve(
                 task.cancel()
             await recorder.flush()  # what was recorded before shutdown is not lost
 
-        kopf_settings = kopf.OperatorSettings()
         kopf_settings.admission.server = server.WebhookServer(  # a kopf.WebhookServer subclass
             addr=listen,
             port=port,

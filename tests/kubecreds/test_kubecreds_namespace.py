@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Mapping
+from typing import Any
 
 from controller.kubecreds import NamespaceCredentials
 from controller.registry.credentials import Keychain
@@ -23,11 +24,11 @@ class FakeReader:
         self.accounts: dict[tuple[str, str], list[str]] = {}
         self.reads = 0
 
-    def service_account_pull_secrets(self, namespace: str, name: str) -> list[str] | None:
+    async def service_account_pull_secrets(self, namespace: str, name: str) -> list[str] | None:
         self.reads += 1
         return self.accounts.get((namespace, name))
 
-    def secret(self, namespace: str, name: str) -> tuple[str, Mapping[str, str]] | None:
+    async def secret(self, namespace: str, name: str) -> tuple[str, Mapping[str, str]] | None:
         self.reads += 1
         return self.secrets.get((namespace, name))
 
@@ -91,7 +92,12 @@ async def test_cached_path_answers_without_reads_until_the_ttl() -> None:
     clock = Clock()
     creds = NamespaceCredentials(reader, ttl=30.0, clock=clock)
     spec = {"imagePullSecrets": [{"name": "regcred"}]}
-    args = {"namespace": "ns", "registry": "reg.example", "repository": "m", "pod_spec": spec}
+    args: dict[str, Any] = {
+        "namespace": "ns",
+        "registry": "reg.example",
+        "repository": "m",
+        "pod_spec": spec,
+    }
 
     assert creds.lookup_cached(**args) == (False, None)  # nothing read yet
     await creds.lookup(**args)

@@ -1,0 +1,1 @@
+from tests.kubeapi.fakeapi import fake_api  # noqa: F401  (the fixture)
