@@ -1,7 +1,8 @@
 """Async OCI distribution client over httpx: which hosts may be contacted (:mod:`.hosts`),
 credentials from docker config files and pull secrets (:mod:`.credentials`), Basic and Bearer
 token auth (:mod:`.auth`), and :class:`RegistryClient` (:mod:`.client`), which fetches
-manifests and config blobs, caps their size and verifies their digests locally.
+manifests and config blobs, caps their size and verifies their digests locally; its requests
+go over aiohttp (:mod:`.transport`, httpx's transport interface).
 
 Import the package and call through it: ``registry.RegistryClient(policy)``.
 """
