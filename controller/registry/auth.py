@@ -25,7 +25,8 @@ The flow, per registry endpoint (``scheme://host:port``, :func:`endpoint_key`):
    token as is.
 4. Tokens are cached by (realm, service, scope, credential identity) until they expire, minus
    a small margin; later requests to an endpoint whose challenge is known send the cached
-   token (or fetch one) up front.
+   token (or fetch one) up front. The client keeps one token request in flight per such key
+   (:attr:`TokenFetch.key`): concurrent requests that need the same token wait for that one.
 
 A realm must be ``https``, or ``http`` only when it is the plain-HTTP registry itself, and its
 host passes the :class:`~controller.registry.hosts.HostPolicy`: a registry cannot send kitpin's

@@ -7,7 +7,9 @@ token requests of :mod:`.auth`); :meth:`RegistryClient._send` is the only place 
 Before sending it checks the host against the :class:`~controller.registry.hosts.HostPolicy`
 (the name, then its DNS answers), picks the ``httpx.AsyncClient`` for the host's TLS settings
 (one per distinct CA bundle, created lazily and reused for connection pooling), and maps
-transport errors.
+transport errors. By default those clients send through
+:class:`~controller.registry.transport.AiohttpTransport` (httpx's own transport behind a
+proxy from the environment), whose connections go only to addresses that pass the host policy.
 
 Before the first request to an endpoint whose auth challenge is unknown, the client sends the
 API version check ``GET /v2/`` once (one in flight per endpoint, however many requests wait
@@ -18,6 +20,15 @@ goes as it would have without it and meets the same problem with its usual messa
 found is remembered: a challenge or a ``200`` for good, anything else for
 :data:`PING_RETRY_SECONDS`.
 
+Token requests are single-flight too: one in flight per token-cache key (realm, service,
+scope, credential identity, :class:`~controller.registry.auth.TokenKey`), so concurrent first
+requests for one repository (tags ``v1`` and ``v2`` resolved at the same time) cost one token
+request. Every request waiting for it gets the token, or the failure mapped into its own
+context (subject, registry, repository, credential source); a failure is not remembered once
+the fetch is over. A caller leaving (its deadline) leaves the fetch to the others; the fetch
+as a whole is bounded by :data:`TOKEN_DEADLINE_SECONDS`. Different credentials make different
+keys: a token fetched with one credential never serves another.
+
 Redirects are followed here, at most :data:`MAX_REDIRECTS`, each target checked like the
 first host; ``Authorization`` goes only to the origin that asked for it. Bodies are streamed
 with a hard size cap. A manifest's digest is the sha256 of the exact bytes received, checked
@@ -27,6 +38,7 @@ against ``Docker-Content-Digest`` and against the digest the reference carried.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import email.utils
 import hashlib
 import ipaddress
@@ -46,6 +58,7 @@ import httpx
 
 from controller import artifacts, errors, refs
 from controller.registry import auth, hosts, types
+from controller.registry.transport import AiohttpTransport, environment_has_proxy
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -83,6 +96,11 @@ redirect, a network error, a ``401`` without a usable challenge) is not repeated
 PING_DEADLINE_SECONDS: Final = 5.0
 """The API version check as a whole (each of its phases is also bounded by the client's
 timeout): a registry that hangs on ``/v2/`` does not hold the requests waiting for it longer."""
+TOKEN_DEADLINE_SECONDS: Final = 10.0
+"""A token request as a whole (with its fallback and redirects; each phase is also bounded by
+the client's timeout). The requests that wait for it leave at their own deadlines, but it
+runs on for the others, and later requests for the same token join it: a realm that hangs
+or trickles its answer does not hold them longer."""
 MAX_PING_BYTES: Final = 4 * 1024
 """Of the answer to ``GET /v2/`` only the start is read (its body means nothing to kitpin)."""
 _MAX_REMEMBERED_ENDPOINTS: Final = 1024
@@ -103,6 +121,12 @@ Resolve = Callable[[str, int], Awaitable[Sequence[str]]]
 """``resolve(host, port)`` → the IP addresses the name resolves to; raises ``OSError``."""
 ClientFactory = Callable[[ssl.SSLContext], httpx.AsyncClient]
 """Makes the ``httpx.AsyncClient`` for one TLS configuration."""
+
+_SENDING: Final = contextvars.ContextVar[hosts.Purpose](
+    "kitpin_registry_sending", default="registry endpoint"
+)
+"""Why the request :meth:`RegistryClient._send` is sending contacts its host: the purpose the
+host policy names when it refuses an address a connection resolves to."""
 
 
 async def system_resolve(host: str, port: int) -> list[str]:
@@ -346,6 +370,42 @@ class _Answer:
     redirected: bool
 
 
+@dataclass(frozen=True, kw_only=True)
+class _SendFailed:
+    """A token request that got no answer to read (transport, host policy, redirect, size):
+    ``error`` as raised for ``origin``, the request that started the fetch."""
+
+    error: errors.RegistryError
+    origin: _Target
+
+
+@dataclass(frozen=True, kw_only=True)
+class _NoToken:
+    """A token endpoint's success without a usable token (no registry fields yet)."""
+
+    error: errors.BadResponseError
+
+
+_TokenOutcome = str | _Answer | _SendFailed | _NoToken
+"""What one token fetch came to, for each request waiting for it to take in its own context:
+the ``Authorization`` value (the token is cached), the realm's answer when it was no success,
+or a failure."""
+
+
+def _moved(e: errors.RegistryError, origin: _Target, target: _Target) -> errors.RegistryError:
+    """``e``, raised for ``origin``, as if raised for ``target``: the subject its message
+    starts with, and its registry and repository, are ``target``'s."""
+    prefix = f"{origin.subject}: "
+    message = e.message
+    if message.startswith(prefix):
+        message = f"{target.subject}: {message.removeprefix(prefix)}"
+    again = type(e)(message)
+    again.registry, again.repository = target.registry, target.repository
+    if isinstance(e, errors.RateLimitedError) and isinstance(again, errors.RateLimitedError):
+        again.retry_after = e.retry_after
+    return again
+
+
 def _in_context(e: errors.RegistryError, target: _Target) -> errors.RegistryError:
     """``e`` again, its message prefixed with what was being fetched, and the registry and
     repository of the reference filled in (pure helpers raise without them)."""
@@ -398,6 +458,8 @@ class RegistryClient:
         """Endpoint key → until when (:attr:`_clock`) its ``/v2/`` need not be asked again."""
         self._pings: dict[str, asyncio.Task[None]] = {}
         """Endpoint key → the API version check in flight."""
+        self._token_fetches: dict[auth.TokenKey, asyncio.Task[_TokenOutcome]] = {}
+        """Token-cache key → the token request in flight for it."""
 
     @property
     def policy(self) -> hosts.HostPolicy:
@@ -419,11 +481,15 @@ class RegistryClient:
         await self.aclose()
 
     async def aclose(self) -> None:
+        """Cancel the API version checks and token requests in flight (requests waiting for a
+        token get a :class:`errors.RegistryError`), then close the connection pools."""
         pings, self._pings = list(self._pings.values()), {}
-        for task in pings:
+        fetches, self._token_fetches = list(self._token_fetches.values()), {}
+        in_flight: list[asyncio.Task[None] | asyncio.Task[_TokenOutcome]] = [*pings, *fetches]
+        for task in in_flight:
             task.cancel()
-        if pings:
-            await asyncio.wait(pings)
+        if in_flight:
+            await asyncio.wait(in_flight)
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:
             await client.aclose()
@@ -574,6 +640,8 @@ class RegistryClient:
         except errors.RegistryError as e:
             raise _in_context(e, target) from e
         sent = await self._authorization(plan, target=target)
+        # A token this request waited for counts as fetched for it, whether its own fetch or
+        # one in flight that it joined: either was issued after this request found none.
         fresh = plan.key if isinstance(plan, auth.TokenFetch) else None
         answer = await self._exchange(
             build(sent), purpose="registry endpoint", target=target, kind=kind, limit=limit
@@ -680,23 +748,103 @@ class RegistryClient:
         self._pinged[key] = math.inf if settled else self._clock() + PING_RETRY_SECONDS
 
     async def _authorization(self, plan: auth.Plan, *, target: _Target) -> str | None:
-        """The ``Authorization`` value for ``plan``, fetching a token if it says so."""
+        """The ``Authorization`` value for ``plan``, fetching a token if it says so: one token
+        request in flight per token-cache key, joined by every request that needs the same
+        token while it runs. Waiting does not cancel it (another request may still want it);
+        its outcome is mapped into each waiter's own context."""
         if plan is None or isinstance(plan, str):
             return plan
         fetch = plan
-        answer = await self._exchange(
-            fetch.request, purpose="token realm", target=target, kind="token", limit=MAX_TOKEN_BYTES
-        )
-        if answer.status in (404, 405) and fetch.fallback is not None:
-            logger.debug("token realm of %s refused the refresh-token POST; GET", target.registry)
-            answer = await self._exchange(
-                fetch.fallback,
-                purpose="token realm",
-                target=target,
-                kind="token",
-                limit=MAX_TOKEN_BYTES,
+        key = fetch.key
+        task = self._token_fetches.get(key)
+        if task is None or task.done():  # done: over, its outcome not for later requests
+            task = asyncio.create_task(
+                self._fetch_token(fetch, target=target),
+                name=f"kitpin-token {_host_port(fetch.request.url)}",
             )
+            self._token_fetches[key] = task
+            task.add_done_callback(lambda done: self._token_fetch_done(key, done))
+        else:
+            logger.debug("%s: joins the token request in flight", target.subject)
+        # asyncio.wait, not await: the caller's cancellation (its deadline) leaves the fetch to
+        # the others, and the fetch's cancellation (aclose) is not the caller's.
+        await asyncio.wait([task])
+        if task.cancelled():
+            raise errors.RegistryError(
+                f"{target.subject}: the token request to {_host_port(fetch.request.url)} was "
+                "abandoned because the registry client is closing (shutdown); try again",
+                registry=target.registry,
+                repository=target.repository,
+            )
+        return self._token_authorization(task.result(), fetch=fetch, target=target)
+
+    def _token_fetch_done(self, key: auth.TokenKey, task: asyncio.Task[_TokenOutcome]) -> None:
+        if self._token_fetches.get(key) is task:
+            del self._token_fetches[key]
+        if not task.cancelled():
+            task.exception()  # retrieved: the waiters got it (or all of them left already)
+
+    async def _fetch_token(self, fetch: auth.TokenFetch, *, target: _Target) -> _TokenOutcome:
+        """Send ``fetch``'s token request (and its fallback); cache the token issued. Errors
+        are returned, not raised: every waiter maps them into its own context
+        (:meth:`_token_authorization`). ``target`` is the request that started the fetch.
+        At most :data:`TOKEN_DEADLINE_SECONDS`."""
+        try:
+            async with asyncio.timeout(TOKEN_DEADLINE_SECONDS):
+                answer = await self._exchange(
+                    fetch.request,
+                    purpose="token realm",
+                    target=target,
+                    kind="token",
+                    limit=MAX_TOKEN_BYTES,
+                )
+                if answer.status in (404, 405) and fetch.fallback is not None:
+                    logger.debug(
+                        "token realm of %s refused the refresh-token POST; GET", target.registry
+                    )
+                    answer = await self._exchange(
+                        fetch.fallback,
+                        purpose="token realm",
+                        target=target,
+                        kind="token",
+                        limit=MAX_TOKEN_BYTES,
+                    )
+        except errors.RegistryError as e:
+            return _SendFailed(error=e, origin=target)
+        except TimeoutError:
+            timeout = errors.RegistryTimeoutError(
+                f"{target.subject}: the token service {_host_port(fetch.request.url)} of "
+                f"{target.registry} gave no token within {TOKEN_DEADLINE_SECONDS:.0f} s; it "
+                "is slow or unreachable, try again",
+                registry=target.registry,
+                repository=target.repository,
+            )
+            return _SendFailed(error=timeout, origin=target)
+        if not 200 <= answer.status < 300:
+            return answer
+        try:
+            return self._auth.token_received(fetch, answer.body)
+        except errors.BadResponseError as e:
+            return _NoToken(error=e)
+
+    def _token_authorization(
+        self, outcome: _TokenOutcome, *, fetch: auth.TokenFetch, target: _Target
+    ) -> str:
+        """The ``Authorization`` value from a token fetch's outcome, or its failure as an
+        error about ``target``, naming ``fetch``'s credential (the waiter's own: the same
+        credential identity may come from several sources)."""
+        if isinstance(outcome, str):
+            return outcome
+        if isinstance(outcome, _SendFailed):
+            raise _moved(outcome.error, outcome.origin, target) from outcome.error
         realm = _host_port(fetch.request.url)
+        if isinstance(outcome, _NoToken):
+            raise errors.BadResponseError(
+                f"{target.registry}: token service {realm}: {outcome.error.message}",
+                registry=target.registry,
+                repository=target.repository,
+            ) from outcome.error
+        answer = outcome
         if answer.status == 401:
             raise errors.UnauthorizedError(
                 f"{target.subject}: the token service {realm} of {target.registry} rejected "
@@ -714,24 +862,15 @@ class RegistryClient:
                 registry=target.registry,
                 repository=target.repository,
             )
-        if not 200 <= answer.status < 300:
-            raise self._status_error(
-                answer,
-                target=_Target(
-                    registry=target.registry,
-                    repository=target.repository,
-                    subject=f"token for {target.repository} from {realm}",
-                ),
-                credential=None,
-            )
-        try:
-            return self._auth.token_received(fetch, answer.body)
-        except errors.BadResponseError as e:
-            raise errors.BadResponseError(
-                f"{target.registry}: token service {realm}: {e.message}",
+        raise self._status_error(
+            answer,
+            target=_Target(
                 registry=target.registry,
                 repository=target.repository,
-            ) from e
+                subject=f"token for {target.repository} from {realm}",
+            ),
+            credential=None,
+        )
 
     async def _exchange(
         self,
@@ -844,10 +983,15 @@ class RegistryClient:
         if self._on_request is not None:
             self._on_request(target.registry, kind)
         logger.debug("%s %s://%s%s", request.method, url.scheme, host_port, url.path)
+        sending = _SENDING.set(purpose)
         try:
             return await client.send(request, stream=True, follow_redirects=False)
+        except errors.HostNotAllowedError as e:  # an address a new connection resolved to
+            raise _in_context(e, target) from e
         except httpx.HTTPError as e:
             raise self._transport_error(e, url=url, target=target) from e
+        finally:
+            _SENDING.reset(sending)
 
     async def _check_dns(
         self, url: httpx.URL, host_port: str, *, purpose: hosts.Purpose, target: _Target
@@ -907,12 +1051,29 @@ class RegistryClient:
             ) from e
         if self._client_factory is not None:
             return self._client_factory(context)
+        if environment_has_proxy():  # httpx's transport honours HTTP(S)_PROXY, NO_PROXY
+            return httpx.AsyncClient(
+                verify=context,
+                timeout=self._timeout,
+                follow_redirects=False,
+                trust_env=True,
+            )
         return httpx.AsyncClient(
-            verify=context,
+            transport=AiohttpTransport(context, resolve=self._connection_resolve),
             timeout=self._timeout,
             follow_redirects=False,
-            trust_env=True,
         )
+
+    async def _connection_resolve(self, host: str, port: int) -> Sequence[str]:
+        """The addresses a new connection to ``host`` may go to (the transport's only DNS):
+        ``resolve``'s answers, refused by the host policy as in :meth:`_check_dns` (the
+        :class:`errors.HostNotAllowedError` reaches :meth:`_send` through the transport), so
+        a name that passed the check cannot be re-pointed when the connection is made."""
+        addresses = await self._resolve(host, port)
+        self._policy.check_resolved(
+            hosts.join_host_port(host, port), addresses, purpose=_SENDING.get()
+        )
+        return addresses
 
     # -- error mapping -----------------------------------------------------------------------
 

@@ -376,6 +376,7 @@ async def test_first_resolution_with_token_auth_sends_one_manifest_request(
     )
     resolver = Resolver(client, metrics=metrics)
     pings = token_registry.count_requests("GET", "/v2/", status=401)
+    issued_before = len(token_issuer.requests)
 
     results = await asyncio.gather(
         *(
@@ -395,8 +396,15 @@ async def test_first_resolution_with_token_auth_sends_one_manifest_request(
     assert token_registry.count_manifest_requests(repo, "v2") == 1
     manifest_gets = rf"/v2/{re.escape(repo)}/manifests/.*"
     assert token_registry.count_requests("GET", manifest_gets, status=401) == 0
+    # The issuer's own record: v1 and v2 were resolved at the same time (the resolver
+    # coalesces per reference, not per repository), yet one token request was sent for both:
+    # the client coalesces token fetches for the same realm, service, scope and credential.
+    assert [
+        (r.method, r.user, r.scopes, r.status) for r in token_issuer.requests[issued_before:]
+    ] == [("GET", TOKEN_USER[0], (f"repository:{repo}:pull",), 200)]
     labels = {"registry": token_registry.host}
     assert metrics.value("kitpin_registry_requests_total", {**labels, "kind": "ping"}) == 1
+    assert metrics.value("kitpin_registry_requests_total", {**labels, "kind": "token"}) == 1
     assert metrics.value("kitpin_registry_requests_total", {**labels, "kind": "manifest"}) == 2
 
 
