@@ -10,7 +10,8 @@ Label values are always drawn from small, fixed sets so cardinality stays bounde
 - ``registry``: a registry ``host[:port]`` the host policy allowed (a handful per cluster);
 - ``kind``: ``manifest`` | ``token`` | ``blob`` | ``ping`` (the ``GET /v2/`` API version
   check, at most once per registry endpoint while it answers);
-- ``webhook`` / ``outcome``: names fixed by the webhook layer.
+- ``webhook`` / ``outcome``: names fixed by the webhook layer;
+- ``generation``: ``0`` | ``1`` | ``2`` (the cyclic garbage collector's).
 
 References, repositories, tags, digests and credential identities are never label values.
 
@@ -21,8 +22,10 @@ already in flight). Stale answers and errors are counted on top of that, per cal
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Final, Literal
+import gc
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Final, Literal
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -77,6 +80,10 @@ _REGISTRY_ERROR_REASONS: Final = tuple(
     )
 )
 
+# A collection of a young generation takes microseconds; a full one over a large cache, tens of
+# milliseconds: the admission latency it adds to every review in flight.
+_GC_BUCKETS: Final = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
+
 
 class Metrics:
     """All of kitpin's counters and histograms, in a registry of their own."""
@@ -104,6 +111,12 @@ class Metrics:
         self.resolver_coalesced = Counter(
             "kitpin_resolver_coalesced",
             "Resolutions that joined a registry fetch already in flight for the same key.",
+            registry=r,
+        )
+        self.resolver_refreshes = Counter(
+            "kitpin_resolver_refreshes",
+            "Background refreshes of cache entries in use, started ahead of their expiry "
+            "(refresh-ahead); not resolver requests.",
             registry=r,
         )
         self.resolver_stale_served = Counter(
@@ -155,6 +168,42 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+
+        # -- process --------------------------------------------------------------------------
+        self.gc_pause_seconds = Histogram(
+            "kitpin_gc_pause_seconds",
+            "Pauses of the cyclic garbage collector (the event loop stops for each), by "
+            "generation collected.",
+            ["generation"],
+            buckets=_GC_BUCKETS,
+            registry=r,
+        )
+        for generation in range(3):
+            self.gc_pause_seconds.labels(generation=str(generation))
+        self._gc_hook: Callable[[str, dict[str, Any]], None] | None = None
+
+    def watch_gc(self) -> None:
+        """Time every garbage collection into ``kitpin_gc_pause_seconds`` (a ``gc.callbacks``
+        hook: two clock reads per collection). Idempotent; :meth:`unwatch_gc` removes it."""
+        if self._gc_hook is not None:
+            return
+        children = [self.gc_pause_seconds.labels(generation=str(g)) for g in range(3)]
+        started = [0.0]
+        clock = time.perf_counter
+
+        def hook(phase: str, info: dict[str, Any]) -> None:
+            if phase == "start":
+                started[0] = clock()
+            else:
+                children[min(int(info.get("generation", 2)), 2)].observe(clock() - started[0])
+
+        self._gc_hook = hook
+        gc.callbacks.append(hook)
+
+    def unwatch_gc(self) -> None:
+        if self._gc_hook is not None:
+            gc.callbacks.remove(self._gc_hook)
+            self._gc_hook = None
 
     def count_policy_violation(self, policy: str, rule: str, mode: str) -> None:
         """Count one violation. ``policy`` is ``Kind/name`` of a policy object: bounded by

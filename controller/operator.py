@@ -280,6 +280,7 @@ async def _serve(
         kopf_settings.posting.enabled = False
         _small_tls_buffers()
         _quiet_gc()
+        metrics.watch_gc()
         await kopf.operator(
             registry=registry,
             settings=kopf_settings,
