@@ -23,6 +23,15 @@ Single-flight
     successfully or not, its in-flight slot is freed, so the next call after a failure retries.
     The fetch itself is bounded by ``settings.deadline``, so a hung registry cannot pin a slot.
 
+Refresh-ahead
+    A hit on a positive entry older than ``refresh_ahead`` of its TTL (default 0.8: after
+    48 s of a 60 s TTL) is answered from the cache at once and also starts the entry's
+    refresh in the background, through the same single-flight slot a miss would use. So a
+    reference in steady use is refreshed before it expires and no review waits for the
+    registry (a rollout in progress when the TTL ran out used to stall every review for one
+    registry round trip). The answer served is still within its TTL: a re-tag is seen exactly
+    as soon as before. Entries nobody asks for simply expire; nothing refreshes on a timer.
+
 Stale-if-error
     An expired positive entry is kept for ``stale_if_error`` more seconds. If the refresh fails
     with an error that says nothing about the answer itself (unreachable, timeout, 5xx, rate
@@ -148,6 +157,10 @@ class ResolverSettings:
     """Upper bound on cache entries (positive and negative); the least recently used entry is
     evicted first. Default 50,000 keeps memory to tens of MB even for huge clusters."""
 
+    refresh_ahead: float = 0.8
+    """Fraction of a positive entry's TTL after which a hit also refreshes it in the
+    background (see the module docstring). 1 turns refresh-ahead off."""
+
     enabled: bool = True
     """False turns the cache AND single-flight off: every call asks the registry itself
     (benchmarks of the uncached path, debugging). Deadlines and error wrapping still apply.
@@ -163,6 +176,10 @@ class ResolverSettings:
             )
         if self.max_entries < 1:
             raise errors.ConfigError("resolver max_entries must be >= 1")
+        if not 0 < self.refresh_ahead <= 1:
+            raise errors.ConfigError(
+                "resolver refresh_ahead must be a fraction of the TTL in (0, 1]; 1 turns it off"
+            )
 
 
 _STALE_ELIGIBLE: Final = (
@@ -188,6 +205,8 @@ class _Entry:
     """Negative entry: the NotFound to re-raise on a hit."""
     expires: float
     stale_until: float
+    refresh_at: float = float("inf")
+    """From this time on a hit also starts a background refresh (positive entries)."""
 
 
 class _Flight:
@@ -263,9 +282,12 @@ class Resolver:
             return await self._resolve_uncached(ref, credential, deadline)
         key = (ref.canonical, ANONYMOUS if credential is None else credential.identity)
         entry = self._cache.get(key)
-        if entry is not None and self._clock() < entry.expires:
+        now = self._clock()
+        if entry is not None and now < entry.expires:
             self._cache.move_to_end(key)
             self._hits.inc()
+            if now >= entry.refresh_at:
+                self._refresh_ahead(key, ref, credential)
             hit = entry.hit
             if hit is None:
                 assert entry.error is not None
@@ -291,11 +313,14 @@ class Resolver:
             return None
         key = (ref.canonical, ANONYMOUS if credential is None else credential.identity)
         entry = self._cache.get(key)
-        if entry is None or entry.hit is None or self._clock() >= entry.expires:
+        now = self._clock()
+        if entry is None or entry.hit is None or now >= entry.expires:
             return None
         self._cache.move_to_end(key)
         self._requests.inc()
         self._hits.inc()
+        if now >= entry.refresh_at:
+            self._refresh_ahead(key, ref, credential)
         hit = entry.hit
         if hit.reference is ref or hit.reference == ref:
             return hit
@@ -381,6 +406,19 @@ class Resolver:
         if joined:
             return _restamp(res, ref, "coalesced")
         return res
+
+    def _refresh_ahead(self, key: _Key, ref: refs.Reference, credential: Credential | None) -> None:
+        """Start ``key``'s refresh in the background unless one is in flight. Its outcome
+        is written like a miss's (a NotFound or a revoked credential replaces the entry;
+        an unreachable registry keeps it until it expires); nobody waits for it."""
+        if key in self._inflight:
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # a synchronous caller outside the event loop (tests, tools)
+            return
+        self.metrics.resolver_refreshes.inc()
+        self._start_fetch(key, ref, credential)
 
     def _start_fetch(
         self, key: _Key, ref: refs.Reference, credential: Credential | None
@@ -499,6 +537,7 @@ class Resolver:
                 error=None,
                 expires=expires,
                 stale_until=expires + self.settings.stale_if_error,
+                refresh_at=self._refresh_at(now, ttl),
             ),
         )
         if res.reference.digest is None:
@@ -514,8 +553,14 @@ class Resolver:
                     error=None,
                     expires=digest_expires,
                     stale_until=digest_expires + self.settings.stale_if_error,
+                    refresh_at=self._refresh_at(now, self.settings.digest_ttl),
                 ),
             )
+
+    def _refresh_at(self, now: float, ttl: float) -> float:
+        if self.settings.refresh_ahead >= 1:
+            return float("inf")
+        return now + ttl * self.settings.refresh_ahead
 
     def _record_failure(self, key: _Key, err: errors.RegistryError) -> None:
         if isinstance(err, errors.NotFoundError):

@@ -14,6 +14,7 @@ chart's ConfigMap) is YAML::
       ttlSeconds: 60
       negativeTtlSeconds: 5
       staleIfErrorSeconds: 300
+      refreshAhead: 0.8       # a hit after 0.8 x TTL also refreshes in the background; 1: off
       maxEntries: 50000
       enabled: true
     sites:
@@ -44,7 +45,14 @@ from controller.registry import hosts
 from controller.registry.credentials import Keychain
 
 _TOP_KEYS = {"mode", "failure", "deadlineSeconds", "ignoredNamespaces", "cache", "sites"}
-_CACHE_KEYS = {"ttlSeconds", "negativeTtlSeconds", "staleIfErrorSeconds", "maxEntries", "enabled"}
+_CACHE_KEYS = {
+    "ttlSeconds",
+    "negativeTtlSeconds",
+    "staleIfErrorSeconds",
+    "refreshAhead",
+    "maxEntries",
+    "enabled",
+}
 _SITES_KEYS = {"envNames", "kitCliImages", "extra"}
 
 
@@ -142,6 +150,7 @@ def parse_settings_document(document: object, *, source: str) -> Settings:
         ("ttlSeconds", "ttl"),
         ("negativeTtlSeconds", "negative_ttl"),
         ("staleIfErrorSeconds", "stale_if_error"),
+        ("refreshAhead", "refresh_ahead"),
     ):
         if key in cache:
             resolver_kwargs[name] = _number(cache[key], source, f"cache.{key}")

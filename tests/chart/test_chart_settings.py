@@ -66,6 +66,7 @@ def test_every_setting_reaches_kitpin() -> None:
                 "ttlSeconds": 86400,
                 "negativeTtlSeconds": 0.5,
                 "staleIfErrorSeconds": 1000000,
+                "refreshAhead": 0.9,
                 "maxEntries": 2000000,
                 "enabled": False,
             },
@@ -96,6 +97,7 @@ def test_every_setting_reaches_kitpin() -> None:
     assert "argocd" in admission.ignored_namespaces
     assert (resolver.ttl, resolver.negative_ttl, resolver.stale_if_error) == (86400, 0.5, 1000000)
     assert (resolver.max_entries, resolver.enabled, resolver.deadline) == (2000000, False, 12.5)
+    assert resolver.refresh_ahead == 0.9
     assert admission.sites.env_names == ("MODELKIT_REF", "MODEL_REF")
     assert admission.sites.kit_cli_images == ("registry.example.com/kit",)
     (site,) = admission.sites.extra_sites

@@ -51,7 +51,7 @@ async def test_resolved_at_is_utc_time_of_registry_answer(source: FakeSource) ->
 async def test_retag_is_seen_only_after_ttl(
     make_resolver: MakeResolver, source: FakeSource, clock: FakeClock
 ) -> None:
-    resolver = make_resolver(ttl=60.0)
+    resolver = make_resolver(ttl=60.0, refresh_ahead=1.0)  # no refresh-ahead: the bare TTL
     ref = make_ref()
     before = (await resolver.resolve(ref)).digest
 
@@ -222,7 +222,7 @@ async def test_lru_bound_counts_negative_entries(
 async def test_digest_reference_is_fetched_by_digest_and_kept_longer(
     make_resolver: MakeResolver, source: FakeSource, clock: FakeClock
 ) -> None:
-    resolver = make_resolver(ttl=60.0, digest_ttl=600.0)
+    resolver = make_resolver(ttl=60.0, digest_ttl=600.0, refresh_ahead=1.0)
     digest = fake_digest("pinned")
     ref = make_ref(digest=digest)
 

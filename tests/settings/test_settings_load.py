@@ -30,6 +30,7 @@ def test_full_document() -> None:
                 "ttlSeconds": 30,
                 "negativeTtlSeconds": 2,
                 "staleIfErrorSeconds": 0,
+                "refreshAhead": 0.5,
                 "maxEntries": 100,
                 "enabled": False,
             },
@@ -55,6 +56,7 @@ def test_full_document() -> None:
     assert loaded.resolver.ttl == 30.0
     assert loaded.resolver.negative_ttl == 2.0
     assert loaded.resolver.stale_if_error == 0.0
+    assert loaded.resolver.refresh_ahead == 0.5
     assert loaded.resolver.max_entries == 100
     assert loaded.resolver.enabled is False
     assert loaded.admission.sites.env_names == ("MODELKIT_REF", "MODEL_REF")
@@ -77,6 +79,8 @@ def test_full_document() -> None:
         ({"cache": {"ttl": 5}}, ["cache", "unknown key", "ttl"]),
         ({"cache": {"ttlSeconds": -1}}, ["cache", "ttl"]),
         ({"cache": {"maxEntries": 1.5}}, ["cache.maxEntries", "integer"]),
+        ({"cache": {"refreshAhead": 0}}, ["cache", "refresh_ahead", "(0, 1]"]),
+        ({"cache": {"refreshAhead": 2}}, ["cache", "refresh_ahead", "(0, 1]"]),
         ({"cache": {"enabled": "yes"}}, ["cache.enabled", "true or false"]),
         ({"sites": {"envNames": "MODELKIT_REF"}}, ["sites.envNames", "list"]),
         ({"sites": {"extra": [{"group": "g", "kind": "K", "paths": ["spec..x"]}]}},

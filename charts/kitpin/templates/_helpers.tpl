@@ -195,6 +195,7 @@ The policy kinds (controller/webhook.py POLICY_PLURALS): validated by kitpin's o
   "ttlSeconds" $s.cache.ttlSeconds
   "negativeTtlSeconds" $s.cache.negativeTtlSeconds
   "staleIfErrorSeconds" $s.cache.staleIfErrorSeconds
+  "refreshAhead" $s.cache.refreshAhead
   "maxEntries" (int $s.cache.maxEntries)
   "enabled" $s.cache.enabled
 -}}
