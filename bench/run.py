@@ -410,6 +410,8 @@ class Measured:
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
         self.cases: dict[str, loadgen.Result] = {}
+        self.gc: dict[str, dict[str, Any]] = {}
+        """kitpin's garbage-collector pauses during each case (``kitpin_gc_pause_seconds``)."""
 
     def run(
         self,
@@ -422,6 +424,7 @@ class Measured:
         cacert: str | None = None,
         record: bool = True,
     ) -> loadgen.Result:
+        gc0 = gc_pauses(server)
         c0 = server.cpu_seconds()
         if rate is None:
             r = loadgen.run_wrk(
@@ -445,13 +448,36 @@ class Measured:
             )
         cpu = (server.cpu_seconds() - c0) / max(1, r.requests) * 1e6
         r.server_cpu_us_per_review = cpu
+        gc1 = gc_pauses(server)
         log(
             f"  {name}: {r.rps:,.0f} rps, p50 {r.pct(50):.2f} p99 {r.pct(99):.2f} "
             f"max {r.pct(100):.2f} ms, {cpu:,.0f} CPU-us/review, errors {r.errors}"
         )
         if record:
             self.cases[name] = r
+            if gc0 is not None and gc1 is not None:
+                self.gc[name] = {k: round(gc1[k] - gc0[k], 3) for k in gc1}
+                g = self.gc[name]
+                log(
+                    f"    gc: {g['gen0']:.0f}/{g['gen1']:.0f}/{g['gen2']:.0f} collections "
+                    f"(gen 0/1/2), {g['pause_ms']:.1f} ms paused, {g['over_5ms']:.0f} over 5 ms"
+                )
         return r
+
+
+def gc_pauses(server: env.Server) -> dict[str, float] | None:
+    """kitpin's collections so far per generation, their total pause (ms) and how many
+    paused over 5 ms; None for a server without kitpin's metrics (the no-op)."""
+    if not server.name.startswith("kitpin"):
+        return None
+    m = server.metrics()
+    out: dict[str, float] = {}
+    for g in ("0", "1", "2"):
+        out[f"gen{g}"] = env.metric(m, "kitpin_gc_pause_seconds_count", generation=g)
+    out["pause_ms"] = 1e3 * env.metric(m, "kitpin_gc_pause_seconds_sum")
+    under = env.metric(m, "kitpin_gc_pause_seconds_bucket", le="0.005")
+    out["over_5ms"] = env.metric(m, "kitpin_gc_pause_seconds_count") - under
+    return out
 
 
 SECTIONS = ("registry", "memory", "direct", "apiserver")
@@ -759,6 +785,8 @@ def direct_section(
             results["cases"][k]["cpu_us_per_review"] = round(cpu)
     for k in ("mixed", f"mixed@{plan.rate}"):
         results["cases"][k]["distinct_references"] = n_mixed
+    for k, pauses in m.gc.items():
+        results["cases"][k]["gc"] = pauses
     results["distributions"] = {k: cases[k].percentiles_ms for k in order}
     results["load"] = {
         k: {
