@@ -418,7 +418,7 @@ async def test_moved_tag_is_seen_after_the_ttl_and_not_before(
     clock = Clock()
     resolver = Resolver(
         make_client(plain_http_policy(plain_registry)),
-        settings=ResolverSettings(ttl=1.0),
+        settings=ResolverSettings(ttl=1.0, refresh_ahead=1.0),  # the bare TTL
         clock=clock,
     )
     ref = kit_ref(plain_registry, repo, "prod")
@@ -433,6 +433,34 @@ async def test_moved_tag_is_seen_after_the_ttl_and_not_before(
 
     assert (cached.digest, cached.source) == (old, "cache")
     assert (fresh.digest, fresh.source) == (new, "registry")
+    assert plain_registry.count_manifest_requests(repo, "prod") == 2
+
+
+async def test_moved_tag_in_use_is_refreshed_ahead_without_a_caller_waiting(
+    plain_registry: RegistryServer, make_client: MakeClient, repo: str
+) -> None:
+    old = modelkit.push_modelkit(plain_registry, repo, "prod", seed=1)
+    clock = Clock()
+    resolver = Resolver(
+        make_client(plain_http_policy(plain_registry)),
+        settings=ResolverSettings(ttl=1.0, refresh_ahead=0.5),
+        clock=clock,
+    )
+    ref = kit_ref(plain_registry, repo, "prod")
+    assert (await resolver.resolve(ref)).digest == old
+
+    new = modelkit.push_modelkit(plain_registry, repo, "prod", seed=2)  # the tag moves
+    clock.advance(0.6)
+    late = await resolver.resolve(ref)  # answered at once; the refresh runs behind it
+    assert (late.digest, late.source) == (old, "cache")
+
+    deadline = asyncio.get_running_loop().time() + 10
+    while (hit := resolver.peek(ref)) is None or hit.digest != new:
+        assert asyncio.get_running_loop().time() < deadline, "no refresh within 10 s"
+        await asyncio.sleep(0.01)
+    clock.advance(0.5)  # past the first answer's TTL: the refreshed entry serves
+    after = await resolver.resolve(ref)
+    assert (after.digest, after.source) == (new, "cache")
     assert plain_registry.count_manifest_requests(repo, "prod") == 2
 
 
