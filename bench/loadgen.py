@@ -85,6 +85,8 @@ class Result:
     """Latency at each of :data:`PERCENTILES`, keys as text (``"99.9"``)."""
     server_cpu_us_per_review: float | None = None
     """Filled in by callers that can see the server's CPU time (bench.run)."""
+    gc: dict[str, float] | None = None
+    """The server's garbage-collector work during the run, when it exposes it (bench.run)."""
 
     def pct(self, p: float) -> float:
         return self.percentiles_ms[_key(p)]

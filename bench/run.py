@@ -410,8 +410,6 @@ class Measured:
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
         self.cases: dict[str, loadgen.Result] = {}
-        self.gc: dict[str, dict[str, Any]] = {}
-        """kitpin's garbage-collector pauses during each case (``kitpin_gc_pause_seconds``)."""
 
     def run(
         self,
@@ -453,15 +451,15 @@ class Measured:
             f"  {name}: {r.rps:,.0f} rps, p50 {r.pct(50):.2f} p99 {r.pct(99):.2f} "
             f"max {r.pct(100):.2f} ms, {cpu:,.0f} CPU-us/review, errors {r.errors}"
         )
+        if gc0 is not None and gc1 is not None:
+            g = {k: round(gc1[k] - gc0[k], 3) for k in gc1}
+            log(
+                f"    gc: {g['gen0']:.0f}/{g['gen1']:.0f}/{g['gen2']:.0f} collections "
+                f"(gen 0/1/2), {g['pause_ms']:.1f} ms paused, {g['over_5ms']:.0f} over 5 ms"
+            )
+            r.gc = g
         if record:
             self.cases[name] = r
-            if gc0 is not None and gc1 is not None:
-                self.gc[name] = {k: round(gc1[k] - gc0[k], 3) for k in gc1}
-                g = self.gc[name]
-                log(
-                    f"    gc: {g['gen0']:.0f}/{g['gen1']:.0f}/{g['gen2']:.0f} collections "
-                    f"(gen 0/1/2), {g['pause_ms']:.1f} ms paused, {g['over_5ms']:.0f} over 5 ms"
-                )
         return r
 
 
@@ -785,8 +783,9 @@ def direct_section(
             results["cases"][k]["cpu_us_per_review"] = round(cpu)
     for k in ("mixed", f"mixed@{plan.rate}"):
         results["cases"][k]["distinct_references"] = n_mixed
-    for k, pauses in m.gc.items():
-        results["cases"][k]["gc"] = pauses
+    for k in order:
+        if cases[k].gc is not None:
+            results["cases"][k]["gc"] = cases[k].gc
     results["distributions"] = {k: cases[k].percentiles_ms for k in order}
     results["load"] = {
         k: {
