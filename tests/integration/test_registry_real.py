@@ -248,6 +248,19 @@ def push_auth(issuer: TokenIssuer) -> modelkit.ChallengeAuth:
     return modelkit.ChallengeAuth(*TOKEN_USER, token_verify=issuer.client_ssl_context() or True)
 
 
+def push_two_tags(
+    token_registry: RegistryServer, token_issuer: TokenIssuer, repo: str, tmp_path: Path
+) -> tuple[str, str, registry.Credential]:
+    """Tags v1 and v2 of ``repo`` (two ModelKits) and the pull credential for them."""
+    v1 = modelkit.push_modelkit(token_registry, repo, "v1", auth=push_auth(token_issuer))
+    v2 = modelkit.push_modelkit(token_registry, repo, "v2", seed=2, auth=push_auth(token_issuer))
+    credential = registry.Keychain.from_docker_config_dir(
+        docker_config_dir(tmp_path, token_registry.host, *TOKEN_USER)
+    ).lookup(token_registry.host, repository=repo)
+    assert credential is not None
+    return v1, v2, credential
+
+
 async def test_bearer_token_auth_reuses_the_cached_token(
     token_registry: RegistryServer,
     token_issuer: TokenIssuer,
@@ -255,13 +268,7 @@ async def test_bearer_token_auth_reuses_the_cached_token(
     repo: str,
     tmp_path: Path,
 ) -> None:
-    v1 = modelkit.push_modelkit(token_registry, repo, "v1", auth=push_auth(token_issuer))
-    v2 = modelkit.push_modelkit(token_registry, repo, "v2", seed=2, auth=push_auth(token_issuer))
-    keychain = registry.Keychain.from_docker_config_dir(
-        docker_config_dir(tmp_path, token_registry.host, *TOKEN_USER)
-    )
-    credential = keychain.lookup(token_registry.host, repository=repo)
-    assert credential is not None
+    v1, v2, credential = push_two_tags(token_registry, token_issuer, repo, tmp_path)
     # Cache off: every resolution goes to the registry, so only the token cache can save work.
     resolver = Resolver(
         make_client(token_policy(token_registry, token_issuer)),
@@ -364,12 +371,7 @@ async def test_first_resolution_with_token_auth_sends_one_manifest_request(
     repo: str,
     tmp_path: Path,
 ) -> None:
-    v1 = modelkit.push_modelkit(token_registry, repo, "v1", auth=push_auth(token_issuer))
-    v2 = modelkit.push_modelkit(token_registry, repo, "v2", seed=2, auth=push_auth(token_issuer))
-    credential = registry.Keychain.from_docker_config_dir(
-        docker_config_dir(tmp_path, token_registry.host, *TOKEN_USER)
-    ).lookup(token_registry.host, repository=repo)
-    assert credential is not None
+    v1, v2, credential = push_two_tags(token_registry, token_issuer, repo, tmp_path)
     metrics = Metrics()
     client = make_client(
         token_policy(token_registry, token_issuer), on_request=metrics.count_registry_request
