@@ -6,23 +6,28 @@ are read by name with ``get`` (never ``list``), always in the object's own names
 workload can never borrow another namespace's secret (the confused-deputy rule), even when a
 secret of the same name exists elsewhere.
 
-Reads are cached briefly (``ttl``) so a rollout of many Pods does not cost the apiserver one
-GET per Pod. A missing or unreadable secret is skipped (logged): resolution then proceeds
+Reads are cached briefly (``ttl``) and concurrent reads of one object share one GET, so a
+rollout of many Pods does not cost the apiserver one GET per Pod, not even for the Pods that
+arrive together before the first answer. A missing or unreadable secret is skipped (logged): resolution then proceeds
 with the next credential or anonymously, and a private repository answers 401, which the
 denial reports with what to do.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import functools
 import logging
 import time
-from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Generic, Protocol, TypeVar
 
 from controller import errors, kubeapi
 from controller.registry.credentials import Keychain
 from controller.registry.types import Credential
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +107,10 @@ class NamespaceCredentials:
         self._clock = clock
         self._sa_cache: dict[tuple[str, str], tuple[float, list[str]]] = {}
         self._secret_cache: dict[tuple[str, str], tuple[float, Keychain | None]] = {}
+        # Reads in flight, joined by concurrent lookups of the same object: the first Pods of
+        # a rollout in a namespace arrive together, and must cost the apiserver one read each.
+        self._sa_reads: _Flights[list[str]] = _Flights()
+        self._secret_reads: _Flights[Keychain | None] = _Flights()
 
     async def lookup(
         self,
@@ -167,24 +176,30 @@ class NamespaceCredentials:
 
     async def _sa_secrets(self, namespace: str, name: str) -> list[str]:
         key = (namespace, name)
-        now = self._clock()
         hit = self._sa_cache.get(key)
-        if hit and hit[0] > now:
+        if hit and hit[0] > self._clock():
             return hit[1]
-        found = await self._reader.service_account_pull_secrets(namespace, name)
-        value = found or []
-        self._sa_cache[key] = (now + self._ttl, value)
-        return value
+
+        async def read() -> list[str]:
+            found = await self._reader.service_account_pull_secrets(namespace, name)
+            value = found or []
+            self._sa_cache[key] = (self._clock() + self._ttl, value)
+            return value
+
+        return await self._sa_reads.join(key, read)
 
     async def _keychain(self, namespace: str, name: str) -> Keychain | None:
         key = (namespace, name)
-        now = self._clock()
         hit = self._secret_cache.get(key)
-        if hit and hit[0] > now:
+        if hit and hit[0] > self._clock():
             return hit[1]
-        keychain = await self._read_keychain(namespace, name)
-        self._secret_cache[key] = (now + self._ttl, keychain)
-        return keychain
+
+        async def read() -> Keychain | None:
+            keychain = await self._read_keychain(namespace, name)
+            self._secret_cache[key] = (self._clock() + self._ttl, keychain)
+            return keychain
+
+        return await self._secret_reads.join(key, read)
 
     async def _read_keychain(self, namespace: str, name: str) -> Keychain | None:
         found = await self._reader.secret(namespace, name)
@@ -203,3 +218,26 @@ class NamespaceCredentials:
         except (ValueError, errors.ConfigError) as e:
             logger.warning("pull secret %s/%s is unusable: %s", namespace, name, e)
             return None
+
+
+class _Flights(Generic[T]):
+    """One read in flight per key; concurrent callers for the key join it. The read runs as
+    its own task, so a caller that gives up (its review's deadline) leaves it to the others;
+    its error goes to every caller, and the next call after it ends reads again."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[tuple[str, str], asyncio.Task[T]] = {}
+
+    async def join(self, key: tuple[str, str], read: Callable[[], Awaitable[T]]) -> T:
+        task = self._tasks.get(key)
+        if task is None:
+            task = asyncio.ensure_future(read())
+            self._tasks[key] = task
+            task.add_done_callback(functools.partial(self._done, key))
+        return await asyncio.shield(task)
+
+    def _done(self, key: tuple[str, str], task: asyncio.Task[T]) -> None:
+        if self._tasks.get(key) is task:
+            del self._tasks[key]
+        if not task.cancelled():
+            task.exception()  # retrieved: the callers got it (or all of them left)

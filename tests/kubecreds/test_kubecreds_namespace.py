@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import Mapping
@@ -107,3 +108,100 @@ async def test_cached_path_answers_without_reads_until_the_ttl() -> None:
     assert reader.reads == reads
     clock.now += 31.0
     assert creds.lookup_cached(**args) == (False, None)  # stale: the async path reads again
+
+
+class GatedReader(FakeReader):
+    """A FakeReader whose reads wait for ``gate`` (the apiserver is slow) or fail."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.fail: Exception | None = None
+
+    async def service_account_pull_secrets(self, namespace: str, name: str) -> list[str] | None:
+        self.reads += 1
+        await self.gate.wait()
+        if self.fail is not None:
+            raise self.fail
+        return self.accounts.get((namespace, name))
+
+    async def secret(self, namespace: str, name: str) -> tuple[str, Mapping[str, str]] | None:
+        self.reads += 1
+        await self.gate.wait()
+        if self.fail is not None:
+            raise self.fail
+        return self.secrets.get((namespace, name))
+
+
+async def _settle_until(check: Any, *, guard: float = 5.0) -> None:
+    """Let the event loop run until ``check()`` holds (``guard`` only stops a broken test)."""
+    async with asyncio.timeout(guard):
+        while not check():
+            await asyncio.sleep(0)
+
+
+async def test_concurrent_lookups_in_a_namespace_read_each_object_once() -> None:
+    reader = GatedReader()
+    reader.secrets[("team-a", "regcred")] = secret("reg.example", "alice")
+    reader.accounts[("team-a", "default")] = ["regcred"]
+    creds = NamespaceCredentials(reader, clock=Clock())
+
+    lookups = [
+        asyncio.create_task(
+            creds.lookup(namespace="team-a", registry="reg.example", repository="m", pod_spec={})
+        )
+        for _ in range(50)
+    ]
+    await _settle_until(lambda: reader.reads == 1)  # the ServiceAccount, once
+    reader.gate.set()
+    found = await asyncio.gather(*lookups)
+
+    assert {c.username for c in found if c is not None} == {"alice"}
+    assert all(c is not None for c in found)
+    assert reader.reads == 2  # one ServiceAccount read, one Secret read, for 50 Pods
+
+
+async def test_a_caller_that_gives_up_leaves_the_read_to_the_others() -> None:
+    reader = GatedReader()
+    reader.secrets[("team-a", "regcred")] = secret("reg.example", "alice")
+    creds = NamespaceCredentials(reader, clock=Clock())
+    spec = {"imagePullSecrets": [{"name": "regcred"}], "serviceAccountName": "none"}
+
+    first = asyncio.create_task(
+        creds.lookup(namespace="team-a", registry="reg.example", repository="m", pod_spec=spec)
+    )
+    second = asyncio.create_task(
+        creds.lookup(namespace="team-a", registry="reg.example", repository="m", pod_spec=spec)
+    )
+    await _settle_until(lambda: reader.reads == 1)
+    first.cancel()  # its review's deadline
+    reader.gate.set()
+    got = await second
+
+    assert got is not None and got.username == "alice"
+    assert first.cancelled()
+
+
+async def test_a_failed_read_reaches_every_caller_and_the_next_lookup_reads_again() -> None:
+    reader = GatedReader()
+    reader.accounts[("team-a", "default")] = []
+    reader.fail = RuntimeError("apiserver unreachable")
+    creds = NamespaceCredentials(reader, clock=Clock())
+
+    lookups = [
+        asyncio.create_task(
+            creds.lookup(namespace="team-a", registry="reg.example", repository="m", pod_spec={})
+        )
+        for _ in range(3)
+    ]
+    await _settle_until(lambda: reader.reads == 1)
+    reader.gate.set()
+    results = await asyncio.gather(*lookups, return_exceptions=True)
+    assert [str(r) for r in results] == ["apiserver unreachable"] * 3
+
+    reader.fail = None
+    assert (
+        await creds.lookup(namespace="team-a", registry="reg.example", repository="m", pod_spec={})
+        is None
+    )
+    assert reader.reads == 2
