@@ -379,11 +379,13 @@ class Authenticator:
         credential: Credential | None,
         www_authenticate: Iterable[str],
         registry: str,
+        refused: str | None = None,
     ) -> Plan:
         """What to send after ``url`` answered 401 with these ``WWW-Authenticate`` values;
         None when nothing can be sent (no challenge, or Basic without a password: the 401
-        stands). A cached token for the same scope is not reused (the 401 may mean it was
-        revoked). Raises :class:`errors.UnauthorizedError` for challenges kitpin cannot
+        stands). ``refused``: the ``Authorization`` value the 401 answered. A cached token
+        for the same scope is reused only when it is not the one refused (another request
+        cached a newer one meanwhile); the refused one is forgotten (it may be revoked). Raises :class:`errors.UnauthorizedError` for challenges kitpin cannot
         answer, :class:`errors.HostNotAllowedError` for a realm outside the host policy."""
         challenges = parse_challenges(www_authenticate)
         bearer = next((c for c in challenges if c.scheme == "bearer" and c.realm), None)
@@ -405,7 +407,9 @@ class Authenticator:
             return None
         scope = chosen.params.get("scope") or default_scope(repository)
         logger.debug("auth challenge from %s: %s", registry, chosen.scheme)
-        return self._answer(chosen, url=url, scope=scope, credential=credential, use_cache=False)
+        return self._answer(
+            chosen, url=url, scope=scope, credential=credential, use_cache=False, refused=refused
+        )
 
     def token_received(self, fetch: TokenFetch, body: bytes) -> str:
         """Cache the token in ``body`` and return the ``Authorization`` header value."""
@@ -421,6 +425,7 @@ class Authenticator:
         scope: str,
         credential: Credential | None,
         use_cache: bool,
+        refused: str | None = None,
     ) -> Plan:
         if challenge.scheme == "basic":
             return None if credential is None else basic_authorization(credential)
@@ -434,11 +439,10 @@ class Authenticator:
             scope=scope,
             identity=credential.identity if credential is not None else ANONYMOUS,
         )
-        if use_cache:
-            cached = self.tokens.get(key)
-            if cached is not None:
-                return f"Bearer {cached}"
-        else:
+        cached = self.tokens.get(key)
+        if cached is not None and (use_cache or f"Bearer {cached}" != refused):
+            return f"Bearer {cached}"
+        if not use_cache:
             self.tokens.discard(key)
         return build_token_fetch(key, realm=realm, credential=credential)
 

@@ -654,6 +654,7 @@ class RegistryClient:
                     credential=credential,
                     www_authenticate=answer.headers.get_list("www-authenticate"),
                     registry=target.registry,
+                    refused=sent,
                 )
             except errors.RegistryError as e:
                 raise _in_context(e, target) from e

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import datetime
 import json
+import time
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs
 
@@ -21,7 +22,7 @@ from registry_fakes import (
 )
 
 from controller import errors
-from controller.registry import Credential, hosts
+from controller.registry import Credential, auth, hosts
 from controller.registry.auth import (
     TokenCache,
     TokenKey,
@@ -446,3 +447,32 @@ async def test_refresh_grant_refused_falls_back_to_basic_get() -> None:
     (token_request,) = registry.token_requests
     assert token_request.method == "GET"
     assert token_request.headers["authorization"] == basic("alice", "s3:cr:et")
+
+
+def test_a_401_reuses_a_newer_cached_token_and_forgets_the_refused_one() -> None:
+    """After a 401, the token another request cached meanwhile is sent (no new fetch); the
+    token the 401 refused is dropped and a fresh one fetched."""
+    authenticator = auth.Authenticator(policy=hosts.HostPolicy())
+    url = httpx.URL("https://reg.example/v2/team/model/manifests/v1")
+    challenge = ['Bearer realm="https://auth.example/token",service="reg.example"']
+
+    def after_401(refused: str | None) -> auth.Plan:
+        return authenticator.on_challenge(
+            url=url,
+            repository="team/model",
+            credential=None,
+            www_authenticate=challenge,
+            registry="reg.example",
+            refused=refused,
+        )
+
+    first = after_401(None)
+    assert isinstance(first, auth.TokenFetch)
+    authenticator.tokens.put(first.key, "tok2", time.time() + 300)  # cached by another request
+
+    assert after_401("Bearer tok1") == "Bearer tok2"  # tok1 refused: tok2 is newer, use it
+    assert authenticator.tokens.get(first.key) == "tok2"
+
+    again = after_401("Bearer tok2")  # tok2 itself refused: forget it, fetch a new one
+    assert isinstance(again, auth.TokenFetch) and again.key == first.key
+    assert authenticator.tokens.get(first.key) is None
