@@ -8,9 +8,9 @@ secret of the same name exists elsewhere.
 
 Reads are cached briefly (``ttl``) and concurrent reads of one object share one GET, so a
 rollout of many Pods does not cost the apiserver one GET per Pod, not even for the Pods that
-arrive together before the first answer. A missing or unreadable secret is skipped (logged): resolution then proceeds
-with the next credential or anonymously, and a private repository answers 401, which the
-denial reports with what to do.
+arrive together before the first answer. A missing or unreadable secret is skipped
+(logged): resolution then proceeds with the next credential or anonymously, and a private
+repository answers 401, which the denial reports with what to do.
 """
 
 from __future__ import annotations

@@ -385,8 +385,9 @@ class Authenticator:
         None when nothing can be sent (no challenge, or Basic without a password: the 401
         stands). ``refused``: the ``Authorization`` value the 401 answered. A cached token
         for the same scope is reused only when it is not the one refused (another request
-        cached a newer one meanwhile); the refused one is forgotten (it may be revoked). Raises :class:`errors.UnauthorizedError` for challenges kitpin cannot
-        answer, :class:`errors.HostNotAllowedError` for a realm outside the host policy."""
+        cached a newer one meanwhile); the refused one is forgotten (it may be revoked).
+        Raises :class:`errors.UnauthorizedError` for challenges kitpin cannot answer,
+        :class:`errors.HostNotAllowedError` for a realm outside the host policy."""
         challenges = parse_challenges(www_authenticate)
         bearer = next((c for c in challenges if c.scheme == "bearer" and c.realm), None)
         basic = next((c for c in challenges if c.scheme == "basic"), None)
