@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import json
 import logging
 import time
 from collections.abc import Iterable, Mapping
@@ -18,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import kopf
+import orjson
 
 from controller import audit, errors, pinning, policy, sites
 from controller import metrics as metrics_mod
@@ -313,9 +313,7 @@ class FastPath:
             elif route.mutating and decision.changes:
                 ops = json_patch(body, decision)
                 if ops:
-                    payload["patch"] = base64.b64encode(
-                        json.dumps(ops, separators=(",", ":")).encode()
-                    ).decode("ascii")
+                    payload["patch"] = base64.b64encode(orjson.dumps(ops)).decode("ascii")
                     payload["patchType"] = "JSONPatch"
         return {
             "apiVersion": data.get("apiVersion", "admission.k8s.io/v1"),
