@@ -15,19 +15,16 @@ repository answers 401, which the denial reports with what to do.
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Generic, Protocol, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 from controller import errors, kubeapi
+from controller.flights import Flights
 from controller.registry.credentials import Keychain
 from controller.registry.types import Credential
-
-T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -109,8 +106,8 @@ class NamespaceCredentials:
         self._secret_cache: dict[tuple[str, str], tuple[float, Keychain | None]] = {}
         # Reads in flight, joined by concurrent lookups of the same object: the first Pods of
         # a rollout in a namespace arrive together, and must cost the apiserver one read each.
-        self._sa_reads: _Flights[list[str]] = _Flights()
-        self._secret_reads: _Flights[Keychain | None] = _Flights()
+        self._sa_reads: Flights[tuple[str, str], list[str]] = Flights()
+        self._secret_reads: Flights[tuple[str, str], Keychain | None] = Flights()
 
     async def lookup(
         self,
@@ -186,7 +183,7 @@ class NamespaceCredentials:
             self._sa_cache[key] = (self._clock() + self._ttl, value)
             return value
 
-        return await self._sa_reads.join(key, read)
+        return await self._sa_reads.result(key, read)
 
     async def _keychain(self, namespace: str, name: str) -> Keychain | None:
         key = (namespace, name)
@@ -199,7 +196,7 @@ class NamespaceCredentials:
             self._secret_cache[key] = (self._clock() + self._ttl, keychain)
             return keychain
 
-        return await self._secret_reads.join(key, read)
+        return await self._secret_reads.result(key, read)
 
     async def _read_keychain(self, namespace: str, name: str) -> Keychain | None:
         found = await self._reader.secret(namespace, name)
@@ -218,26 +215,3 @@ class NamespaceCredentials:
         except (ValueError, errors.ConfigError) as e:
             logger.warning("pull secret %s/%s is unusable: %s", namespace, name, e)
             return None
-
-
-class _Flights(Generic[T]):
-    """One read in flight per key; concurrent callers for the key join it. The read runs as
-    its own task, so a caller that gives up (its review's deadline) leaves it to the others;
-    its error goes to every caller, and the next call after it ends reads again."""
-
-    def __init__(self) -> None:
-        self._tasks: dict[tuple[str, str], asyncio.Task[T]] = {}
-
-    async def join(self, key: tuple[str, str], read: Callable[[], Awaitable[T]]) -> T:
-        task = self._tasks.get(key)
-        if task is None:
-            task = asyncio.ensure_future(read())
-            self._tasks[key] = task
-            task.add_done_callback(functools.partial(self._done, key))
-        return await asyncio.shield(task)
-
-    def _done(self, key: tuple[str, str], task: asyncio.Task[T]) -> None:
-        if self._tasks.get(key) is task:
-            del self._tasks[key]
-        if not task.cancelled():
-            task.exception()  # retrieved: the callers got it (or all of them left)

@@ -57,6 +57,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, Literal, Protocol
 
 from controller import errors, refs
+from controller.flights import Flights
 from controller.metrics import Metrics
 from controller.registry.types import Credential, Manifest
 
@@ -639,14 +640,15 @@ class ConfigCache:
     The content at a digest never changes, so entries need no TTL, only an LRU bound; the key
     includes the credential's identity for the same reason the resolver's does (reading a
     private blob once must not let another caller skip proving access). Concurrent misses for
-    one key share one fetch.
+    one key share one fetch, a task of its own: the first caller's deadline does not end it
+    for the others.
     """
 
     def __init__(self, source: ConfigFetcher, *, max_entries: int = 2_000) -> None:
         self._source = source
         self._max = max_entries
         self._cache: OrderedDict[tuple[str, str], Mapping[str, Any]] = OrderedDict()
-        self._inflight: dict[tuple[str, str], asyncio.Future[Mapping[str, Any]]] = {}
+        self._fetches: Flights[tuple[str, str], Mapping[str, Any]] = Flights()
 
     def __len__(self) -> int:
         return len(self._cache)
@@ -666,21 +668,13 @@ class ConfigCache:
         if hit is not None:
             self._cache.move_to_end(key)
             return hit
-        pending = self._inflight.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[Mapping[str, Any]] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
-        try:
+
+        async def fetch() -> Mapping[str, Any]:
             config = await self._source.get_config(ref, manifest, credential=credential)
-        except BaseException as e:
-            future.set_exception(e)
-            future.exception()  # retrieved: no "never retrieved" warning when nobody waits
-            raise
-        finally:
-            self._inflight.pop(key, None)
-        future.set_result(config)
-        self._cache[key] = config
-        while len(self._cache) > self._max:
-            self._cache.popitem(last=False)
-        return config
+            self._cache[key] = config
+            while len(self._cache) > self._max:
+                self._cache.popitem(last=False)
+            return config
+
+        # One fetch per key, a task of its own: a caller's deadline leaves it to the others.
+        return await self._fetches.result(key, fetch, name=f"kitpin-config {key[0]}")

@@ -57,6 +57,7 @@ from typing import Final, Literal
 import httpx
 
 from controller import artifacts, errors, refs
+from controller.flights import Flights
 from controller.registry import auth, hosts, types
 from controller.registry.transport import AiohttpTransport, environment_has_proxy
 
@@ -456,9 +457,9 @@ class RegistryClient:
         self._dns_ok: dict[str, float] = {}
         self._pinged: dict[str, float] = {}
         """Endpoint key → until when (:attr:`_clock`) its ``/v2/`` need not be asked again."""
-        self._pings: dict[str, asyncio.Task[None]] = {}
+        self._pings: Flights[str, None] = Flights()
         """Endpoint key → the API version check in flight."""
-        self._token_fetches: dict[auth.TokenKey, asyncio.Task[_TokenOutcome]] = {}
+        self._token_fetches: Flights[auth.TokenKey, _TokenOutcome] = Flights()
         """Token-cache key → the token request in flight for it."""
 
     @property
@@ -483,13 +484,8 @@ class RegistryClient:
     async def aclose(self) -> None:
         """Cancel the API version checks and token requests in flight (requests waiting for a
         token get a :class:`errors.RegistryError`), then close the connection pools."""
-        pings, self._pings = list(self._pings.values()), {}
-        fetches, self._token_fetches = list(self._token_fetches.values()), {}
-        in_flight: list[asyncio.Task[None] | asyncio.Task[_TokenOutcome]] = [*pings, *fetches]
-        for task in in_flight:
-            task.cancel()
-        if in_flight:
-            await asyncio.wait(in_flight)
+        await self._pings.cancel_all()
+        await self._token_fetches.cancel_all()
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:
             await client.aclose()
@@ -683,20 +679,11 @@ class RegistryClient:
         until = self._pinged.get(key)
         if until is not None and until > self._clock():
             return
-        task = self._pings.get(key)
-        if task is None:
-            task = asyncio.create_task(
-                self._ping(url, key=key, target=target), name=f"kitpin-ping {key}"
-            )
-            self._pings[key] = task
-            task.add_done_callback(lambda done: self._ping_done(key, done))
-        # asyncio.wait, not await: the task's end (even its cancellation by aclose) is not the
-        # caller's, and the caller's cancellation (its deadline) leaves the task to the others.
-        await asyncio.wait([task])
-
-    def _ping_done(self, key: str, task: asyncio.Task[None]) -> None:
-        if self._pings.get(key) is task:
-            del self._pings[key]
+        # The task's end (even its cancellation by aclose) is not the caller's, and the
+        # caller's cancellation (its deadline) leaves the task to the others.
+        await self._pings.join(
+            key, lambda: self._ping(url, key=key, target=target), name=f"kitpin-ping {key}"
+        )
 
     async def _ping(self, url: httpx.URL, *, key: str, target: _Target) -> None:
         """Send ``GET /v2/`` and learn from the answer; remember the outcome. Goes through
@@ -756,20 +743,15 @@ class RegistryClient:
         if plan is None or isinstance(plan, str):
             return plan
         fetch = plan
-        key = fetch.key
-        task = self._token_fetches.get(key)
-        if task is None or task.done():  # done: over, its outcome not for later requests
-            task = asyncio.create_task(
-                self._fetch_token(fetch, target=target),
-                name=f"kitpin-token {_host_port(fetch.request.url)}",
-            )
-            self._token_fetches[key] = task
-            task.add_done_callback(lambda done: self._token_fetch_done(key, done))
-        else:
+        if self._token_fetches.in_flight(fetch.key):
             logger.debug("%s: joins the token request in flight", target.subject)
-        # asyncio.wait, not await: the caller's cancellation (its deadline) leaves the fetch to
-        # the others, and the fetch's cancellation (aclose) is not the caller's.
-        await asyncio.wait([task])
+        # The caller's cancellation (its deadline) leaves the fetch to the others, and the
+        # fetch's cancellation (aclose) is not the caller's.
+        task = await self._token_fetches.join(
+            fetch.key,
+            lambda: self._fetch_token(fetch, target=target),
+            name=f"kitpin-token {_host_port(fetch.request.url)}",
+        )
         if task.cancelled():
             raise errors.RegistryError(
                 f"{target.subject}: the token request to {_host_port(fetch.request.url)} was "
@@ -778,12 +760,6 @@ class RegistryClient:
                 repository=target.repository,
             )
         return self._token_authorization(task.result(), fetch=fetch, target=target)
-
-    def _token_fetch_done(self, key: auth.TokenKey, task: asyncio.Task[_TokenOutcome]) -> None:
-        if self._token_fetches.get(key) is task:
-            del self._token_fetches[key]
-        if not task.cancelled():
-            task.exception()  # retrieved: the waiters got it (or all of them left already)
 
     async def _fetch_token(self, fetch: auth.TokenFetch, *, target: _Target) -> _TokenOutcome:
         """Send ``fetch``'s token request (and its fallback); cache the token issued. Errors
