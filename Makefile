@@ -40,13 +40,13 @@ tools: ## Build the pinned Go tools (hack/tools.env) into ~/.cache/kitpin/tools 
 
 .PHONY: fmt
 fmt: venv ## Format the code (ruff).
-	$(VENV)/bin/ruff format controller tests hack
-	$(VENV)/bin/ruff check --fix controller tests hack
+	$(VENV)/bin/ruff format controller tests hack harness bench
+	$(VENV)/bin/ruff check --fix controller tests hack harness bench
 
 .PHONY: lint
 lint: venv ## ruff, mypy --strict and import-linter (the layer contract).
-	$(VENV)/bin/ruff check controller tests hack
-	$(VENV)/bin/ruff format --check controller tests hack
+	$(VENV)/bin/ruff check controller tests hack harness bench
+	$(VENV)/bin/ruff format --check controller tests hack harness bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
@@ -70,21 +70,21 @@ test: venv tools lint ## Everything: lint, unit, integration (real registry) and
 
 .PHONY: manifests
 manifests: venv tools ## Copy deploy/crds/ into charts/kitpin/crds/ and render deploy/ (kustomize base) from the chart.
-	$(PY) -m tests.chart.manifests
+	$(PY) -m hack.manifests
 
 ##@ Local cluster
 
 .PHONY: dev-up
 dev-up: venv tools ## Start a local control plane + registry; writes $(KITPIN_DEV_DIR)/env.
-	$(PY) -m tests.harness.dev up
+	$(PY) -m harness.dev up
 
 .PHONY: dev-down
 dev-down: venv ## Stop what dev-up started.
-	$(PY) -m tests.harness.dev down
+	$(PY) -m harness.dev down
 
 .PHONY: dev-status
 dev-status: venv ## Is the local cluster up?
-	$(PY) -m tests.harness.dev status
+	$(PY) -m harness.dev status
 
 .PHONY: run
 run: venv ## Run kitpin on 127.0.0.1 against the dev cluster (kopf-managed webhooks; needs dev-up).

@@ -30,7 +30,7 @@ from typing import Any
 import aiohttp
 
 from bench import env, reviews
-from tests.harness.controlplane import ControlPlane
+from harness.controlplane import ControlPlane
 
 ADMISSION = "/apis/admissionregistration.k8s.io/v1"
 KINDS = ("mutatingwebhookconfigurations", "validatingwebhookconfigurations")

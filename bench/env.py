@@ -24,9 +24,9 @@ from typing import Any
 
 import httpx
 
-from tests.harness import modelkit, procs
-from tests.harness.registry import RegistryServer
-from tests.harness.tokenissuer import TokenIssuer
+from harness import modelkit, procs
+from harness.registry import RegistryServer
+from harness.tokenissuer import TokenIssuer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PUSH_USER = ("bench", "bench-password")

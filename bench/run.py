@@ -36,9 +36,9 @@ from typing import Any
 from bench import apiserver, client, env, loadgen, reviews, tools
 from bench.env import log
 from controller import devcerts
-from tests.harness import procs
-from tests.harness import tools as harness_tools
-from tests.harness.controlplane import ControlPlane
+from harness import procs
+from harness import tools as harness_tools
+from harness.controlplane import ControlPlane
 
 KITPIN_CPU = 0
 GENERATOR_CPU = 1

@@ -18,8 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.harness import tools as harness_tools
-from tests.harness.procs import HarnessError
+from harness import tools as harness_tools
+from harness.procs import HarnessError
 
 VEGETA_MODULE = "github.com/tsenart/vegeta/v12"
 VEGETA_VERSION = "v12.13.0"

@@ -27,10 +27,9 @@ import re
 import sys
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Final, TypeGuard
+from typing import Final
 
-from controller import errors
-from controller.registry import types
+from controller import errors, types
 
 # -- OCI and Docker manifest media types ------------------------------------------------------
 
@@ -216,7 +215,7 @@ def is_kit_index(manifest: types.Manifest) -> bool:
 def parse_manifest(
     body: Mapping[str, object], *, digest: str, content_type: str, size: int
 ) -> types.Manifest:
-    """Build a :class:`~controller.registry.types.Manifest` from a decoded JSON body.
+    """Build a :class:`~controller.types.Manifest` from a decoded JSON body.
 
     ``digest`` and ``size`` describe the bytes the caller received (and verified);
     ``content_type`` is the served header. Raises :class:`controller.errors.BadResponseError`
@@ -250,10 +249,12 @@ class _ManifestParser:
 
     def parse(self, body: Mapping[str, object], *, content_type: str, size: int) -> types.Manifest:
         if not isinstance(body, Mapping):
-            raise self.fail("the body", f"is {_json_type(body)}, not a JSON object")
+            raise self.fail("the body", f"is {types.json_type(body)}, not a JSON object")
         schema_version = body.get("schemaVersion")
-        if schema_version is not None and not _is_int(schema_version):
-            raise self.fail("schemaVersion", f"is {_json_type(schema_version)}, not an integer")
+        if schema_version is not None and not types.is_int(schema_version):
+            raise self.fail(
+                "schemaVersion", f"is {types.json_type(schema_version)}, not an integer"
+            )
         declared = self.optional_str(body, "mediaType")
         artifact_type = self.optional_str(body, "artifactType")
         annotations = self.annotations(body, "annotations", "annotations")
@@ -317,7 +318,7 @@ class _ManifestParser:
                 f"{path}.digest", f"is {digest[:100]!r}, not a digest like 'sha256:<64 hex>'"
             )
         size = value.get("size")
-        if not _is_int(size) or size < 0:
+        if not types.is_int(size) or size < 0:
             raise self.fail(f"{path}.size", _missing_or("a non-negative integer", size))
         return types.Layer(
             media_type=media_type,
@@ -331,7 +332,7 @@ class _ManifestParser:
         if value is None:
             return None
         if not isinstance(value, str):
-            raise self.fail(key, f"is {_json_type(value)}, not a string")
+            raise self.fail(key, f"is {types.json_type(value)}, not a string")
         return value
 
     def annotations(self, body: Mapping[str, object], key: str, path: str) -> Mapping[str, str]:
@@ -339,36 +340,15 @@ class _ManifestParser:
         if not value:
             if value is None or isinstance(value, Mapping):
                 return _NO_ANNOTATIONS
-            raise self.fail(path, f"is {_json_type(value)}, not an object of strings")
+            raise self.fail(path, f"is {types.json_type(value)}, not an object of strings")
         if not isinstance(value, Mapping):
-            raise self.fail(path, f"is {_json_type(value)}, not an object of strings")
+            raise self.fail(path, f"is {types.json_type(value)}, not an object of strings")
         result: dict[str, str] = {}
         for key, item in value.items():
             if not isinstance(key, str) or not isinstance(item, str):
-                raise self.fail(f"{path}[{key!r}]", f"is {_json_type(item)}, not a string")
+                raise self.fail(f"{path}[{key!r}]", f"is {types.json_type(item)}, not a string")
             result[sys.intern(key)] = item
         return result
-
-
-def _is_int(value: object) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _json_type(value: object) -> str:
-    """The JSON name of a decoded value's type, for messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list | tuple):
-        return "an array"
-    if isinstance(value, Mapping):
-        return "an object"
-    return type(value).__name__
 
 
 def _missing_or(expected: str, value: object) -> str:
@@ -376,4 +356,4 @@ def _missing_or(expected: str, value: object) -> str:
         return f"is missing (expected {expected})"
     if isinstance(value, int | float) and not isinstance(value, bool):
         return f"is {value!r}, expected {expected}"
-    return f"is {_json_type(value)}, expected {expected}"
+    return f"is {types.json_type(value)}, expected {expected}"

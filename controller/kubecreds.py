@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from controller import errors, kubeapi
 from controller.flights import Flights
 from controller.registry.credentials import Keychain
-from controller.registry.types import Credential
+from controller.types import Credential
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class ApiReader:
 
 
 class NamespaceCredentials:
-    """Implements :class:`controller.pinning.Credentials`."""
+    """Implements :class:`controller.admission.pinning.Credentials`."""
 
     def __init__(
         self,

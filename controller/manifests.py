@@ -12,7 +12,7 @@ Helm's post-renderer pipe; this module does everything between the text and the 
     and the exact span of its scalar in the text. Documents that are not Kubernetes
     objects, and kinds ``sites`` does not know, have no sites.
 ``plan(manifest)``
-    applies the webhook's rules (:mod:`controller.pinning`) to each site: a reference
+    applies the webhook's rules (:mod:`controller.admission.pinning`) to each site: a reference
     that already carries a digest is left alone; a workload template with a controller
     owner is left alone (its owner was pinned); an invalid reference is a :class:`Problem`.
     What remains is a :class:`Pin` to resolve.
@@ -51,7 +51,8 @@ from typing import Any, Final
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from controller import errors, pinning, refs, sites
+from controller import errors, refs, sites
+from controller.admission import pinning
 
 __all__ = [
     "MAX_EXPANDED_NODES",

@@ -33,8 +33,9 @@ from controller import kubeapi
 with kubeapi.kubernetes_client_hidden():
     import kopf
 
-    from controller import audit, kubecreds, pinning, server, settings, webhook
+    from controller import audit, kubecreds, settings
     from controller import metrics as metrics_mod
+    from controller.admission import pinning, server, webhook
     from controller.registry.client import RegistryClient
     from controller.resolver import ConfigCache, Resolver
 

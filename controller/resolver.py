@@ -54,32 +54,23 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Final, Protocol
 
 from controller import errors, refs
 from controller.flights import Flights
 from controller.metrics import Metrics
-from controller.registry.types import Credential, Manifest
+from controller.types import Credential, Manifest, Resolution, ResolutionSource, identity_of
 
 __all__ = [
-    "ANONYMOUS",
     "ConfigCache",
     "ConfigFetcher",
     "ManifestSource",
-    "Resolution",
-    "ResolutionSource",
     "Resolver",
     "ResolverSettings",
     "may_serve_stale",
 ]
 
 log = logging.getLogger(__name__)
-
-ANONYMOUS: Final = "anonymous"
-"""The identity part of the cache key when resolving without a credential (never a valid
-``Credential.identity``, which is 16 hex digits)."""
-
-ResolutionSource = Literal["registry", "cache", "coalesced", "stale"]
 
 _Key = tuple[str, str]
 
@@ -91,32 +82,6 @@ class ManifestSource(Protocol):
     async def get_manifest(
         self, ref: refs.Reference, *, credential: Credential | None = None
     ) -> Manifest: ...
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Resolution:
-    """The answer to one :meth:`Resolver.resolve` call."""
-
-    reference: refs.Reference
-    """The reference the caller asked about (its own spelling, even on a cache hit)."""
-
-    digest: str
-    """``sha256:<64 hex>``, computed from the manifest bytes by the registry client."""
-
-    manifest: Manifest
-
-    resolved_at: datetime
-    """UTC wall-clock time at which the registry gave this answer (not when it was served)."""
-
-    stale: bool = False
-    """True when served from an expired cache entry because the registry failed."""
-
-    source: ResolutionSource
-    """``registry``: this call fetched it; ``coalesced``: this call joined a fetch in flight;
-    ``cache``: a fresh cache entry; ``stale``: an expired entry, see ``stale_reason``."""
-
-    stale_reason: str | None = None
-    """For ``stale`` answers: the error that prevented a fresh answer."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -281,7 +246,7 @@ class Resolver:
         self._requests.inc()
         if not self.settings.enabled:
             return await self._resolve_uncached(ref, credential, deadline)
-        key = (ref.canonical, ANONYMOUS if credential is None else credential.identity)
+        key = (ref.canonical, identity_of(credential))
         entry = self._cache.get(key)
         now = self._clock()
         if entry is not None and now < entry.expires:
@@ -312,7 +277,7 @@ class Resolver:
         event-loop turn. Negative entries are left to :meth:`resolve` (it raises)."""
         if not self.settings.enabled:
             return None
-        key = (ref.canonical, ANONYMOUS if credential is None else credential.identity)
+        key = (ref.canonical, identity_of(credential))
         entry = self._cache.get(key)
         now = self._clock()
         if entry is None or entry.hit is None or now >= entry.expires:
@@ -662,7 +627,7 @@ class ConfigCache:
     ) -> Mapping[str, Any]:
         key = (
             manifest.config_digest or manifest.digest,
-            ANONYMOUS if credential is None else credential.identity,
+            identity_of(credential),
         )
         hit = self._cache.get(key)
         if hit is not None:

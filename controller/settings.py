@@ -40,7 +40,8 @@ from typing import Any
 
 import yaml
 
-from controller import errors, pinning, resolver, sites
+from controller import errors, resolver, sites
+from controller.admission import pinning
 from controller.registry import hosts
 from controller.registry.credentials import Keychain
 

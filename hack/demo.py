@@ -25,9 +25,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.harness import modelkit, procs, tools
-from tests.harness.controlplane import ControlPlane
-from tests.harness.registry import RegistryServer
+from harness import modelkit, procs, tools
+from harness.controlplane import ControlPlane
+from harness.registry import RegistryServer
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"

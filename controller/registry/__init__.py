@@ -12,7 +12,7 @@ from __future__ import annotations
 from controller.registry.client import RegistryClient
 from controller.registry.credentials import Keychain
 from controller.registry.hosts import HostPolicy, RegistryHostConfig, load_registry_config
-from controller.registry.types import ArtifactFormat, Credential, Layer, Manifest
+from controller.types import ArtifactFormat, Credential, Layer, Manifest
 
 __all__ = [
     "ArtifactFormat",

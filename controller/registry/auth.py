@@ -48,9 +48,9 @@ from typing import Final, TypedDict
 
 import httpx
 
-from controller import errors
+from controller import errors, types
 from controller.registry import hosts
-from controller.registry.types import Credential
+from controller.types import Credential
 
 __all__ = [
     "Authenticator",
@@ -80,10 +80,6 @@ MAX_TOKEN_MARGIN: Final = 10.0
 
 CLIENT_ID: Final = "kitpin"
 USER_AGENT: Final = "kitpin"
-
-ANONYMOUS: Final = "anonymous"
-"""The credential identity of anonymous requests in cache keys."""
-
 
 # -- challenges ---------------------------------------------------------------------------------
 
@@ -197,7 +193,7 @@ class TokenKey:
     service: str
     scope: str
     identity: str
-    """:attr:`Credential.identity`, or :data:`ANONYMOUS`."""
+    """:attr:`Credential.identity`, or :data:`controller.types.ANONYMOUS`."""
 
 
 class TokenResponse(TypedDict, total=False):
@@ -438,7 +434,7 @@ class Authenticator:
             realm=str(realm),
             service=service,
             scope=scope,
-            identity=credential.identity if credential is not None else ANONYMOUS,
+            identity=types.identity_of(credential),
         )
         cached = self.tokens.get(key)
         if cached is not None and (use_cache or f"Bearer {cached}" != refused):

@@ -56,9 +56,9 @@ from typing import Final, Literal
 
 import httpx
 
-from controller import artifacts, errors, refs
+from controller import artifacts, errors, refs, types
 from controller.flights import Flights
-from controller.registry import auth, hosts, types
+from controller.registry import auth, hosts
 from controller.registry.transport import AiohttpTransport, environment_has_proxy
 
 __all__ = [

@@ -32,7 +32,7 @@ from typing import Final
 
 from controller import errors
 from controller.registry import hosts
-from controller.registry.types import Credential
+from controller.types import Credential
 
 __all__ = ["Keychain", "KeychainEntry", "normalise_registry"]
 

@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from controller import artifacts, errors
-from controller.registry import types
+from controller import artifacts, errors, types
 
 
 def _digest(seed: str) -> str:

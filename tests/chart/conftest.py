@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.chart import render
+from harness import chart as render
 
 
 @pytest.fixture(scope="session")

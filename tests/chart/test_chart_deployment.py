@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from controller import cli
-from tests.chart import render
+from harness import chart as render
 
 pytestmark = pytest.mark.integration
 

@@ -15,9 +15,10 @@ import yaml
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from controller import webhook
-from tests.chart import manifests, render
-from tests.harness.controlplane import kubectl_binary
+from controller.admission import webhook
+from hack import manifests
+from harness import chart as render
+from harness.controlplane import kubectl_binary
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.chart import render
+from harness import chart as render
 
 pytestmark = pytest.mark.integration
 

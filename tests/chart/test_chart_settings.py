@@ -12,7 +12,7 @@ import yaml
 
 from controller import settings
 from controller.registry import hosts
-from tests.chart import render
+from harness import chart as render
 
 pytestmark = pytest.mark.integration
 

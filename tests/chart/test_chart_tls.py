@@ -10,8 +10,8 @@ import pytest
 import trustme
 from cryptography import x509
 
-from controller import webhook as kitpin_webhook
-from tests.chart import render
+from controller.admission import webhook as kitpin_webhook
+from harness import chart as render
 
 pytestmark = pytest.mark.integration
 

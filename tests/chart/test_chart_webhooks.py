@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from controller import sites, webhook
-from tests.chart import render
+from controller import sites
+from controller.admission import webhook
+from harness import chart as render
 
 pytestmark = pytest.mark.integration
 

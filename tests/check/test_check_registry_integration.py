@@ -1,5 +1,5 @@
 """``kitpin check`` against the real CNCF distribution registry, with ModelKits packed in
-kit's wire format (tests/harness/modelkit.py): rules that read the manifest and the Kitfile
+kit's wire format (harness/modelkit.py): rules that read the manifest and the Kitfile
 (licenses, formats, layers, parents), NotAModelKit, registry failures, and what is fetched.
 """
 
@@ -25,8 +25,8 @@ from check_helpers import (
     write_yaml,
 )
 
-from tests.harness import modelkit
-from tests.harness.registry import RegistryServer
+from harness import modelkit
+from harness.registry import RegistryServer
 from tests.pin.pin_helpers import run_kitpin
 
 pytestmark = pytest.mark.integration

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.harness import modelkit, procs, tools
-from tests.harness.registry import RegistryServer
+from harness import modelkit, procs, tools
+from harness.registry import RegistryServer
 
 pytestmark = pytest.mark.integration
 

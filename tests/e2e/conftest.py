@@ -4,7 +4,7 @@ kube-controller-manager; no scheduler or kubelet, so pods stay Pending).
 - ``control_plane`` (session): started once; the tools are built first if missing (a test
   session without them fails, it never skips). Any failing test gets the log tails of all
   three components appended to its report.
-- ``api`` (session): :class:`~tests.harness.controlplane.Clients` (core, apps, admission,
+- ``api`` (session): :class:`~harness.controlplane.Clients` (core, apps, admission,
   custom objects) authenticated as a cluster admin.
 - ``namespace`` (function): a fresh ``e2e-<test>-<random>`` namespace whose ``default``
   ServiceAccount exists (pods are admitted), deleted afterwards without waiting.
@@ -63,10 +63,11 @@ from kubernetes.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
 
 from controller import operator as kitpin_operator
-from controller import pinning, sites, webhook
-from tests.harness import modelkit, procs, tools
-from tests.harness.controlplane import Clients, ControlPlane
-from tests.harness.registry import RegistryServer
+from controller import sites
+from controller.admission import pinning, webhook
+from harness import modelkit, procs, tools
+from harness.controlplane import Clients, ControlPlane
+from harness.registry import RegistryServer
 
 NAMESPACE_READY_TIMEOUT = 30.0
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from harness import modelkit
 from tests.e2e.conftest import (
     EXTRA_GROUP,
     EXTRA_KIND,
@@ -17,7 +18,6 @@ from tests.e2e.conftest import (
     pins,
     ref_to,
 )
-from tests.harness import modelkit
 
 pytestmark = pytest.mark.e2e
 

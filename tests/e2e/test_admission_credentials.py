@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from harness import modelkit, procs
 from tests.e2e.conftest import (
     POD_ENV,
     PRIVATE_USER,
@@ -24,7 +25,6 @@ from tests.e2e.conftest import (
     pod,
     ref_to,
 )
-from tests.harness import modelkit, procs
 
 pytestmark = pytest.mark.e2e
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from harness import modelkit
 from tests.e2e.conftest import Kitpin, deployment, pod, ref_to
-from tests.harness import modelkit
 
 pytestmark = pytest.mark.e2e
 

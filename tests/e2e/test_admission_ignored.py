@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from kubernetes.client.exceptions import ApiException
 
+from harness import modelkit, procs
 from tests.e2e.conftest import (
     OWN_NAMESPACE,
     POD_ENV,
@@ -21,7 +22,6 @@ from tests.e2e.conftest import (
     pod,
     ref_to,
 )
-from tests.harness import modelkit, procs
 
 pytestmark = pytest.mark.e2e
 

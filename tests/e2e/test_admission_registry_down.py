@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from harness import modelkit, procs
 from tests.e2e.conftest import (
     CACHE_TTL,
     POD_ENV,
@@ -21,7 +22,6 @@ from tests.e2e.conftest import (
     pod,
     ref_to,
 )
-from tests.harness import modelkit, procs
 
 pytestmark = pytest.mark.e2e
 

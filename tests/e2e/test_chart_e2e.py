@@ -28,10 +28,11 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from controller import webhook
-from tests.chart import manifests, render
-from tests.harness import procs
-from tests.harness.controlplane import Clients, ControlPlane
+from controller.admission import webhook
+from hack import manifests
+from harness import chart as render
+from harness import procs
+from harness.controlplane import Clients, ControlPlane
 
 pytestmark = pytest.mark.e2e
 

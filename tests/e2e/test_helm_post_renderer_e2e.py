@@ -18,10 +18,10 @@ import pytest
 import yaml
 from kubernetes import client
 
-from controller import pinning
-from tests.harness import modelkit, tools
-from tests.harness.controlplane import Clients, ControlPlane
-from tests.harness.registry import RegistryServer
+from controller.admission import pinning
+from harness import modelkit, tools
+from harness.controlplane import Clients, ControlPlane
+from harness.registry import RegistryServer
 
 pytestmark = pytest.mark.e2e
 

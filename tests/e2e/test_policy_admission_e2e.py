@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from controller import policy
+from harness import modelkit, procs
 from tests.e2e.conftest import (
     POD_ENV,
     TEMPLATE_ENV,
@@ -38,7 +39,6 @@ from tests.e2e.conftest import (
     pod,
     ref_to,
 )
-from tests.harness import modelkit, procs
 
 pytestmark = pytest.mark.e2e
 

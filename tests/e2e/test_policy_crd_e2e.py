@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from controller import errors, policy
-from tests.harness.controlplane import ControlPlane
+from harness.controlplane import ControlPlane
 
 pytestmark = pytest.mark.e2e
 

@@ -7,8 +7,8 @@ import json
 import pytest
 from kubernetes import client
 
-from tests.harness import procs
-from tests.harness.controlplane import Clients, ControlPlane
+from harness import procs
+from harness.controlplane import Clients, ControlPlane
 
 pytestmark = pytest.mark.e2e
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from controller.flights import Flights
-from controller.registry.types import Manifest
 from controller.resolver import ConfigCache
+from controller.types import Manifest
 
 
 class Work:

@@ -26,9 +26,9 @@ from typing import Any
 import pytest
 
 from controller import registry
-from tests.harness import tools
-from tests.harness.registry import RegistryServer
-from tests.harness.tokenissuer import TokenIssuer
+from harness import tools
+from harness.registry import RegistryServer
+from harness.tokenissuer import TokenIssuer
 
 BASIC_USER = ("alice", "wonderland-7f3a")
 TOKEN_USER = ("bob", "builder-91c2")

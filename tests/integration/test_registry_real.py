@@ -1,6 +1,6 @@
 """kitpin's registry client and resolver against the real distribution registry.
 
-ModelKits are packed by :mod:`tests.harness.modelkit` exactly as ``kit pack`` lays them out and
+ModelKits are packed by :mod:`harness.modelkit` exactly as ``kit pack`` lays them out and
 pushed through the OCI distribution API; every expectation about requests is checked in the
 registry's own access log, not in kitpin's bookkeeping.
 """
@@ -25,9 +25,9 @@ import pytest
 from controller import errors, refs, registry
 from controller.metrics import Metrics
 from controller.resolver import Resolver, ResolverSettings
-from tests.harness import modelkit
-from tests.harness.registry import RegistryServer
-from tests.harness.tokenissuer import TokenIssuer
+from harness import modelkit
+from harness.registry import RegistryServer
+from harness.tokenissuer import TokenIssuer
 from tests.integration.conftest import BASIC_USER, TOKEN_USER, MakeClient, plain_http_policy
 
 pytestmark = pytest.mark.integration

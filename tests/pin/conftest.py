@@ -13,8 +13,8 @@ from collections.abc import Generator, Iterator
 
 import pytest
 
-from tests.harness import tools
-from tests.harness.registry import RegistryServer
+from harness import tools
+from harness.registry import RegistryServer
 
 
 @pytest.fixture(scope="session")

@@ -16,8 +16,8 @@ import pytest
 import yaml
 from pin_helpers import CLI_TIMEOUT, TESTCHART, kitpin_binary
 
-from tests.harness import modelkit, tools
-from tests.harness.registry import RegistryServer
+from harness import modelkit, tools
+from harness.registry import RegistryServer
 
 pytestmark = pytest.mark.integration
 

@@ -1,5 +1,5 @@
 """``kitpin pin`` against the real CNCF distribution registry, with ModelKits packed in kit's
-wire format (tests/harness/modelkit.py): the shapes manifests come in from the wild, stdout,
+wire format (harness/modelkit.py): the shapes manifests come in from the wild, stdout,
 ``--in-place``, stdin, failures, ``--keep-going``, credentials and settings.
 """
 
@@ -17,8 +17,8 @@ import yaml
 from pin_helpers import PLACEHOLDER, TESTDATA, run_kitpin
 
 from controller import manifests
-from tests.harness import modelkit, tools
-from tests.harness.registry import RegistryServer
+from harness import modelkit, tools
+from harness.registry import RegistryServer
 
 pytestmark = pytest.mark.integration
 

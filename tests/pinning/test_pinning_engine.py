@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 import yaml
 
-from controller import errors, pinning, refs
-from controller.registry.types import ArtifactFormat, Credential, Manifest
-from controller.resolver import Resolution
+from controller import errors, refs
+from controller.admission import pinning
+from controller.types import ArtifactFormat, Credential, Manifest, Resolution
 
 NOW = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
 

@@ -6,9 +6,10 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from controller import pinning, policy, refs
-from controller.registry.types import Credential, Manifest
+from controller import policy, refs
+from controller.admission import pinning
 from controller.resolver import ConfigCache
+from controller.types import Credential, Manifest
 from tests.pinning.test_pinning_engine import (
     CANONICAL,
     DEPLOYMENT,

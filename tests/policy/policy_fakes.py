@@ -10,8 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from controller import artifacts, policy, refs, sites
-from controller.registry.types import ArtifactFormat, Layer, Manifest
-from controller.resolver import Resolution
+from controller.types import ArtifactFormat, Layer, Manifest, Resolution
 
 NOW = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
 WHERE = 'initContainer "kitops-init" env MODELKIT_REF'

@@ -9,7 +9,7 @@ import pytest
 from policy_fakes import cluster, evidence, kitfile, manifest, sha
 
 from controller import artifacts, policy
-from controller.registry.types import Manifest
+from controller.types import Manifest
 
 DIGEST = sha("parent")
 

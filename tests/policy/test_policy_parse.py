@@ -150,7 +150,7 @@ def _problems(spec: Any, kind: str = "ClusterModelKitPolicy") -> str:
         ({"tags": {"requireDigest": "yes"}}, "spec.tags.requireDigest", "expected true or false"),
         ({"tags": {}}, "spec.tags", "states no rule"),
         ({"tags": {"requireDigest": False}}, "spec.tags", "states no rule"),
-        ({"tags": []}, "spec.tags", "is a list, expected an object"),
+        ({"tags": []}, "spec.tags", "is an array, expected an object"),
         (
             {"tags": {"allowed": ["latest", "v1"], "denied": ["latest"]}},
             "spec.tags.allowed[0]",

@@ -8,8 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from controller import errors, refs
-from controller.registry.types import Credential, Manifest
 from controller.resolver import Resolver
+from controller.types import Credential, Manifest
 
 MakeResolver = Callable[..., Resolver]
 """The ``make_resolver`` fixture: ``make_resolver(**settings) -> Resolver``."""

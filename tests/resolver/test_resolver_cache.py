@@ -18,7 +18,8 @@ from resolver_fakes import (
 )
 
 from controller import errors
-from controller.resolver import ANONYMOUS, Resolver, ResolverSettings
+from controller.resolver import Resolver, ResolverSettings
+from controller.types import ANONYMOUS
 
 
 async def test_first_call_fetches_then_hits(

@@ -12,7 +12,7 @@ import jsonpatch
 import pytest
 from kopf._cogs.structs import bodies, patches
 
-from controller import pinning, webhook
+from controller.admission import pinning, webhook
 
 POD: dict[str, Any] = {
     "apiVersion": "v1",

@@ -1,4 +1,4 @@
-"""controller.server.WebhookServer's review endpoint: JSON in, JSON out, the fast path first."""
+"""admission.server.WebhookServer's review endpoint: JSON in, JSON out, the fast path first."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import aiohttp.web
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from controller.server import WebhookServer
+from controller.admission.server import WebhookServer
 
 REVIEW = {
     "apiVersion": "admission.k8s.io/v1",

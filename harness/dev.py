@@ -1,8 +1,8 @@
 """A long-lived local environment for humans: ``make dev-up`` / ``make dev-down``.
 
-    python -m tests.harness.dev up       # control plane + plain-HTTP registry, detached
-    python -m tests.harness.dev status   # exit 0 when everything is up
-    python -m tests.harness.dev down     # stop everything, remove the state (logs are kept)
+    python -m harness.dev up       # control plane + plain-HTTP registry, detached
+    python -m harness.dev status   # exit 0 when everything is up
+    python -m harness.dev down     # stop everything, remove the state (logs are kept)
 
 State lives in ``$KITPIN_DEV_DIR`` (default ``<repo>/.dev``)::
 
@@ -30,11 +30,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from tests.harness import procs, tools
-from tests.harness.controlplane import ControlPlane
-from tests.harness.registry import RegistryServer
+from harness import procs, tools
+from harness.controlplane import ControlPlane
+from harness.registry import RegistryServer
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 STOP_GRACE = 10.0
 
 
@@ -146,7 +146,7 @@ def _usage(directory: Path, state: dict[str, object]) -> str:
         f"kube-apiserver {state.get('apiserver')}, registry {state.get('registry')}\n"
         f"use it:  . {shown} && kubectl get ns\n"
         f"logs:    {directory / 'logs'}/\n"
-        f"stop it: make dev-down  (python -m tests.harness.dev down)"
+        f"stop it: make dev-down  (python -m harness.dev down)"
     )
 
 
@@ -229,7 +229,7 @@ def status(directory: Path) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tests.harness.dev",
+        prog="python -m harness.dev",
         description="Local control plane + registry for development ($KITPIN_DEV_DIR, .dev/).",
     )
     parser.add_argument("command", choices=["up", "down", "status"])

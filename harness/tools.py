@@ -17,9 +17,9 @@ import os
 import subprocess
 from pathlib import Path
 
-from tests.harness.procs import HarnessError
+from harness.procs import HarnessError
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 TOOLS_ENV = REPO_ROOT / "hack" / "tools.env"
 TOOLS_SH = REPO_ROOT / "hack" / "tools.sh"
 

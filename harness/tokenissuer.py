@@ -48,7 +48,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
-from tests.harness.registry import TokenAuth
+from harness.registry import TokenAuth
 
 DEFAULT_SERVICE = "kitpin-test-registry"
 DEFAULT_ISSUER = "kitpin-test-issuer"

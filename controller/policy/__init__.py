@@ -57,7 +57,7 @@ Evidence
     the reference *as the user wrote it* (tag-only or with a digest: ``requireDigest``
     depends on it, so after kitpin pinned a site the engine passes the ``from`` value of
     the ``kitpin.dev/pinned`` record, not the pinned text), and when available the
-    :class:`~controller.resolver.Resolution` and the config blob. A rule that needs data that
+    :class:`~controller.types.Resolution` and the config blob. A rule that needs data that
     is absent is reported as :class:`Unchecked`, never guessed: the engine runs
     :func:`evaluate` once before resolving (reference rules only: cheap, and a
     ``requireDigest`` denial must come before any pinning) and once with the artifacts.
@@ -70,13 +70,12 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from types import MappingProxyType
-from typing import Any, Final, Literal, TypeGuard, TypeVar, cast, get_args
+from typing import Any, Final, Literal, TypeVar, cast, get_args
 
-from controller import artifacts, errors, refs, sites
-from controller.registry.types import Manifest
-from controller.resolver import Resolution
+from controller import artifacts, errors, refs, sites, types
+from controller.types import Manifest, Resolution
 
 __all__ = [
     "API_VERSION",
@@ -681,7 +680,7 @@ class _PolicyParser:
         obj = self.obj
         if not isinstance(obj, Mapping):
             raise errors.ConfigError(
-                f"a policy must be an object, got {_json_type(obj)}; write a "
+                f"a policy must be an object, got {types.json_type(obj)}; write a "
                 f"{CLUSTER_KIND} or {NAMESPACED_KIND} (apiVersion {API_VERSION})"
             )
         kind = obj.get("kind")
@@ -720,14 +719,14 @@ class _PolicyParser:
             else:
                 namespace = ns
         generation = metadata.get("generation")
-        if not _is_int(generation):
+        if not types.is_int(generation):
             generation = None
 
         spec = obj.get("spec")
         if spec is None:
             spec = {}
         if not isinstance(spec, Mapping):
-            self.problem("spec", f"is {_json_type(spec)}, expected an object")
+            self.problem("spec", f"is {types.json_type(spec)}, expected an object")
             spec = {}
         self.unknown_fields(spec, "spec", _SPEC_FIELDS)
         mode = self.mode(spec, "spec.mode") or DEFAULT_MODE
@@ -769,7 +768,7 @@ class _PolicyParser:
             return None
         path = f"spec.{key}"
         if not isinstance(value, Mapping):
-            self.problem(path, f"is {_json_type(value)}, expected an object")
+            self.problem(path, f"is {types.json_type(value)}, expected an object")
             return None
         return parse(value, path)
 
@@ -797,7 +796,7 @@ class _PolicyParser:
         if flag is None:
             return default
         if not isinstance(flag, bool):
-            self.problem(path, f"is {_json_type(flag)} {flag!r}, expected true or false")
+            self.problem(path, f"is {types.json_type(flag)} {flag!r}, expected true or false")
             return default
         return flag
 
@@ -810,7 +809,7 @@ class _PolicyParser:
         if items is None:
             return []
         if not isinstance(items, list):
-            self.problem(path, f"is {_json_type(items)}, expected a list of strings")
+            self.problem(path, f"is {types.json_type(items)}, expected a list of strings")
             return []
         if not items:
             self.problem(path, "is empty; list at least one entry or remove the field")
@@ -823,7 +822,7 @@ class _PolicyParser:
         for i, item in enumerate(items):
             item_path = f"{path}[{i}]"
             if not isinstance(item, str):
-                self.problem(item_path, f"is {_json_type(item)}, expected a string")
+                self.problem(item_path, f"is {types.json_type(item)}, expected a string")
                 continue
             if item in seen:
                 self.problem(item_path, f"{item!r} repeats {path}[{seen[item]}]; remove it")
@@ -836,7 +835,7 @@ class _PolicyParser:
 
     def selector(self, value: object, path: str) -> LabelSelector | None:
         if not isinstance(value, Mapping):
-            self.problem(path, f"is {_json_type(value)}, expected an object")
+            self.problem(path, f"is {types.json_type(value)}, expected an object")
             return None
         self.unknown_fields(value, path, _SELECTOR_FIELDS)
         labels: dict[str, str] = {}
@@ -845,7 +844,7 @@ class _PolicyParser:
             if not isinstance(match_labels, Mapping):
                 self.problem(
                     f"{path}.matchLabels",
-                    f"is {_json_type(match_labels)}, expected an object of label values",
+                    f"is {types.json_type(match_labels)}, expected an object of label values",
                 )
             else:
                 for key, val in match_labels.items():
@@ -857,7 +856,8 @@ class _PolicyParser:
         if expressions is not None:
             if not isinstance(expressions, list):
                 self.problem(
-                    f"{path}.matchExpressions", f"is {_json_type(expressions)}, expected a list"
+                    f"{path}.matchExpressions",
+                    f"is {types.json_type(expressions)}, expected a list",
                 )
             elif len(expressions) > MAX_SELECTOR_TERMS:
                 self.problem(
@@ -888,7 +888,7 @@ class _PolicyParser:
 
     def requirement(self, expr: object, path: str) -> Requirement | None:
         if not isinstance(expr, Mapping):
-            self.problem(path, f"is {_json_type(expr)}, expected an object")
+            self.problem(path, f"is {types.json_type(expr)}, expected an object")
             return None
         self.unknown_fields(expr, path, _EXPRESSION_FIELDS)
         key = expr.get("key")
@@ -903,7 +903,7 @@ class _PolicyParser:
         raw_values = expr.get("values")
         values: list[str] = []
         if raw_values is not None and not isinstance(raw_values, list):
-            self.problem(f"{path}.values", f"is {_json_type(raw_values)}, expected a list")
+            self.problem(f"{path}.values", f"is {types.json_type(raw_values)}, expected a list")
             return None
         for i, item in enumerate(raw_values or []):
             if self.label_value(item, f"{path}.values[{i}]"):
@@ -1033,7 +1033,7 @@ class _PolicyParser:
 
     def licenses(self, value: object, path: str) -> LicenseRules | None:
         if not isinstance(value, Mapping):
-            self.problem(path, f"is {_json_type(value)}, expected an object")
+            self.problem(path, f"is {types.json_type(value)}, expected an object")
             return None
         self.unknown_fields(value, path, _LICENSE_FIELDS)
         allowed: list[str] = []
@@ -1711,10 +1711,6 @@ def _quote_all(globs: Sequence[Glob]) -> str:
 # Status
 
 
-def _rfc3339(when: datetime) -> str:
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _ready_condition(
     previous: Mapping[str, Any] | None,
     *,
@@ -1727,7 +1723,7 @@ def _ready_condition(
     """``status.conditions`` with the Ready condition set; ``lastTransitionTime`` moves only
     when the condition's status changes. Other condition types are kept."""
     conditions = []
-    transition = _rfc3339(now)
+    transition = types.rfc3339(now)
     for cond in (previous or {}).get("conditions") or []:
         if not isinstance(cond, Mapping):
             continue
@@ -1810,11 +1806,11 @@ def record_violations(
     total = previous.get("violations")
     by_rule_prev = previous.get("violationsByRule")
     by_rule: dict[str, int] = {
-        k: v for k, v in (by_rule_prev or {}).items() if isinstance(k, str) and _is_int(v)
+        k: v for k, v in (by_rule_prev or {}).items() if isinstance(k, str) and types.is_int(v)
     }
     for v in violations:
         by_rule[v.rule] = by_rule.get(v.rule, 0) + 1
-    stamp = _rfc3339(now)
+    stamp = types.rfc3339(now)
     recent = [
         {
             "object": object_ref,
@@ -1830,28 +1826,7 @@ def record_violations(
     if isinstance(old, list):
         recent.extend(dict(e) for e in old if isinstance(e, Mapping))
     return {
-        "violations": (total if _is_int(total) else 0) + len(violations),
+        "violations": (total if types.is_int(total) else 0) + len(violations),
         "violationsByRule": by_rule,
         "recentViolations": recent[:keep],
     }
-
-
-# ---------------------------------------------------------------------------------------
-# Small helpers
-
-
-def _is_int(value: object) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _json_type(value: object) -> str:
-    names: Mapping[type, str] = {
-        bool: "a boolean",
-        int: "a number",
-        float: "a number",
-        str: "a string",
-        list: "a list",
-        dict: "an object",
-        type(None): "null",
-    }
-    return names.get(type(value), "an object" if isinstance(value, Mapping) else "a value")

@@ -1,4 +1,4 @@
-"""kopf admission handlers: thin. All decisions live in :mod:`controller.pinning`.
+"""kopf admission handlers: thin. All decisions live in :mod:`controller.admission.pinning`.
 
 One mutating and one validating handler per resource kind, each with a DNS-safe id that is
 also its URL path (``/pin-pods``, ``/check-deployments``, ...), so kopf routes a review
@@ -19,8 +19,9 @@ from typing import Any, cast
 import kopf
 import orjson
 
-from controller import audit, errors, pinning, policy, sites
+from controller import audit, errors, policy, sites
 from controller import metrics as metrics_mod
+from controller.admission import pinning
 
 logger = logging.getLogger(__name__)
 

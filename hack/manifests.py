@@ -11,8 +11,8 @@
 ``tests/chart/test_chart_manifests.py`` re-renders into a temporary directory and fails when
 the committed files differ, so they never drift from the chart.
 
-    python -m tests.chart.manifests          # write
-    python -m tests.chart.manifests --check  # exit 1 and show what differs
+    python -m hack.manifests          # write
+    python -m hack.manifests --check  # exit 1 and show what differs
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.chart import render
+from harness import chart as render
 
 DEPLOY_DIR = render.REPO_ROOT / "deploy"
 DEPLOY_CRDS = DEPLOY_DIR / "crds"
@@ -157,7 +157,7 @@ def differences() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.chart.manifests", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m hack.manifests", description=__doc__)
     parser.add_argument("--check", action="store_true", help="only report differences")
     args = parser.parse_args(argv)
     if args.check:

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from tests.harness import pki, procs, tools
+from harness import pki, procs, tools
 
 if TYPE_CHECKING:
     import kubernetes.client

@@ -1,8 +1,8 @@
 """The admission engine: what kitpin decides for one object. No kopf, no HTTP.
 
-The kopf handlers in :mod:`controller.webhook` turn an AdmissionReview into a :class:`Review`,
-call :meth:`Engine.mutate` or :meth:`Engine.validate`, and turn the :class:`Decision` back
-into a kopf patch, warnings or an ``AdmissionError``.
+The handlers in :mod:`controller.admission.webhook` turn an AdmissionReview into a
+:class:`Review`, call :meth:`Engine.mutate` or :meth:`Engine.validate`, and turn the
+:class:`Decision` back into an AdmissionReview answer.
 
 Mutation rules (each outcome has a named reason, see ``Reason``):
 
@@ -27,7 +27,6 @@ and artifacts that are not ModelKits/ModelPacks where a ModelKit is expected.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -35,9 +34,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, Protocol
 
-from controller import errors, policy, refs, sites
-from controller.registry.types import Credential, Manifest
-from controller.resolver import Resolution
+from controller import errors, policy, refs, sites, types
+from controller.types import Credential, Manifest, Resolution
 
 logger = logging.getLogger(__name__)
 
@@ -321,7 +319,7 @@ class Engine:
                     warnings.append(
                         f"{found.site.where}: the registry could not be reached "
                         f"({result.stale_reason}); pinned to the last verified digest "
-                        f"{result.digest} from {_rfc3339(result.resolved_at)}"
+                        f"{result.digest} from {types.rfc3339(result.resolved_at)}"
                     )
 
         annotations: dict[str, str | None] = {}
@@ -655,16 +653,11 @@ def _unresolvable_warning(u: sites.Unresolvable) -> str:
     return f"{u.where}: {u.why}; kitpin cannot pin a value it cannot see"
 
 
-@functools.lru_cache(maxsize=4096)  # one per cached resolution, rendered once
-def _rfc3339(when: datetime) -> str:
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _record(original: str, digest: str, resolved_at: datetime | None) -> dict[str, str]:
     return {
         "from": original,
         "digest": digest,
-        "resolvedAt": _rfc3339(resolved_at or datetime.now(UTC)),
+        "resolvedAt": types.rfc3339(resolved_at or datetime.now(UTC)),
     }
 
 

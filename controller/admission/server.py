@@ -10,7 +10,7 @@ serves, on the same port (so probes prove the webhook port itself answers):
 - ``GET /metrics`` — Prometheus exposition of :mod:`controller.metrics`.
 
 kitpin's own webhooks (``/pin-*``, ``/check-*``) are answered by ``fast_review``
-(:class:`controller.webhook.FastPath`) before kopf's generic admission machinery; kopf
+(:class:`controller.admission.webhook.FastPath`) before kopf's generic admission machinery; kopf
 serves everything else (and the same reviews, should the fast path decline one).
 
 Certificate files are re-read when they change (cert-manager rotations), like kopf does.

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from tests.harness import procs, tools
+from harness import procs, tools
 
 STARTUP_TIMEOUT = 30.0
 """Seconds to wait for ``/v2/`` to answer; the binary starts in well under a second."""

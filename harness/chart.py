@@ -1,6 +1,7 @@
 """Render the kitpin chart with the pinned helm (``hack/tools.env``) and parse the output.
 
-Shared by the chart tests, the chart e2e test and ``make manifests`` (:mod:`tests.chart.manifests`).
+Shared by the chart tests, the chart e2e test, ``make manifests`` and ``make verify``
+(:mod:`hack.manifests`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from tests.harness import tools
+from harness import tools
 
 REPO_ROOT = tools.REPO_ROOT
 CHART_DIR = REPO_ROOT / "charts" / "kitpin"

@@ -29,14 +29,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from controller import errors, manifests, pinning, policy, refs, settings, sites
+from controller import errors, manifests, policy, refs, settings, sites
+from controller.admission import pinning
 
 if TYPE_CHECKING:
     from controller.registry.client import RegistryClient
     from controller.registry.credentials import Keychain
     from controller.registry.hosts import HostPolicy
-    from controller.registry.types import Credential
-    from controller.resolver import Resolution, Resolver, ResolverSettings
+    from controller.resolver import Resolver, ResolverSettings
+    from controller.types import Credential, Resolution
 
 logger = logging.getLogger(__name__)
 
