@@ -27,7 +27,7 @@ import re
 import sys
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Final
+from typing import Final, get_args
 
 from controller import errors, types
 
@@ -140,7 +140,12 @@ a model?") has one answer across both formats:
   ModelPack: also ``modelpart`` and so ``model``.
 """
 
-MODEL_FORMATS: Final[frozenset[types.ArtifactFormat]] = frozenset({"kitops-modelkit", "modelpack"})
+MODEL_FORMATS: Final[tuple[types.ModelFormat, ...]] = get_args(types.ModelFormat)
+"""The formats kitpin pins, in the order messages name them."""
+
+FORMAT_NAMES: Final[Mapping[str, str]] = MappingProxyType(
+    {"kitops-modelkit": "a KitOps ModelKit", "modelpack": "a CNCF ModelPack"}
+)
 
 _GENERIC_DIGEST_RE = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
 _SHA256_DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
@@ -170,6 +175,31 @@ def is_model_artifact(format: types.ArtifactFormat) -> bool:  # noqa: A002 - the
     """Whether ``format`` is a model artifact (KitOps ModelKit or ModelPack), the things
     kitpin pins; an index or anything else is not."""
     return format in MODEL_FORMATS
+
+
+def model_format(manifest: types.Manifest) -> types.ModelFormat | None:
+    """The model format of ``manifest``, or None when it is not a model artifact. kit's
+    ModelKit index (``kit pack`` of several platforms) counts as a KitOps ModelKit. This is
+    the one "is this a ModelKit" rule: the webhook, ``kitpin pin``/``check`` and policy's
+    ``artifacts.formats`` all ask it."""
+    if manifest.format == "kitops-modelkit" or is_kit_index(manifest):
+        return "kitops-modelkit"
+    if manifest.format == "modelpack":
+        return "modelpack"
+    return None
+
+
+def not_a_modelkit(manifest: types.Manifest) -> str | None:
+    """What ``manifest`` is instead of a model artifact, for a denial ("an image index",
+    "not a ModelKit (config media type ...)"), or None when it is one."""
+    if model_format(manifest) is not None:
+        return None
+    if manifest.format == "oci-index":
+        return "an image index (a multi-platform image or a list of artifacts)"
+    return (
+        f"not a ModelKit (config media type {manifest.config_media_type or 'unknown'!r}; "
+        "a container image or another artifact)"
+    )
 
 
 def normalise_content_type(content_type: str) -> str:

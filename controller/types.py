@@ -24,6 +24,7 @@ __all__ = [
     "Kitfile",
     "Layer",
     "Manifest",
+    "ModelFormat",
     "Resolution",
     "ResolutionSource",
     "identity_of",
@@ -32,7 +33,11 @@ __all__ = [
     "rfc3339",
 ]
 
-ArtifactFormat = Literal["kitops-modelkit", "modelpack", "oci-index", "other"]
+ModelFormat = Literal["kitops-modelkit", "modelpack"]
+"""The model artifacts kitpin pins: a KitOps ModelKit, a CNCF ModelPack."""
+
+ArtifactFormat = ModelFormat | Literal["oci-index", "other"]
+"""What a manifest is (:func:`controller.artifacts.classify`)."""
 
 ANONYMOUS: Final = "anonymous"
 """The identity of no credential, in cache keys (never a valid ``Credential.identity``, which
