@@ -1,4 +1,4 @@
-"""The CRD files agree with each other and with controller/policy.py (no apiserver needed;
+"""The CRD files agree with each other and with controller/policy/ (no apiserver needed;
 tests/e2e/test_policy_crd_e2e.py applies them to a real one)."""
 
 from __future__ import annotations

@@ -1,0 +1,391 @@
+"""Evaluating policies: which apply in a namespace (:func:`matching`), what data their rules
+need (:func:`needs_resolution`, :func:`needs_kitfile`, :func:`needs_config`), and
+:func:`evaluate`, which checks every applicable policy against every reference (one
+:class:`_Check` per policy and reference) and returns a :class:`~controller.policy.model.Verdict`.
+Pure and total.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from controller import artifacts, types
+from controller.policy.kitfile import (
+    ParentReference,
+    declared_licenses,
+    kitfile_of,
+    license_approved,
+    modelpack_licenses,
+    parent_references,
+)
+from controller.policy.model import (
+    Evidence,
+    Glob,
+    LicenseRules,
+    Policy,
+    Reason,
+    RepositoryRules,
+    Rule,
+    TagRules,
+    Unchecked,
+    Verdict,
+    Violation,
+    policy_order,
+)
+from controller.types import Manifest
+
+
+def matching(
+    policies: Iterable[Policy], *, namespace: str, namespace_labels: Mapping[str, str]
+) -> tuple[Policy, ...]:
+    """The policies that apply in ``namespace``: cluster policies whose selector matches its
+    labels, and the namespace's own policies; cluster policies first, then by name."""
+    return tuple(
+        sorted(
+            (p for p in policies if p.applies_to(namespace, namespace_labels)),
+            key=policy_order,
+        )
+    )
+
+
+def needs_resolution(policies: Iterable[Policy]) -> bool:
+    """Whether any rule reads the manifest (artifact or parent rules). Without one, the
+    reference itself (repository, tag, digest) is all the policies look at."""
+    return any(p.artifacts is not None or p.parents is not None for p in policies)
+
+
+def needs_kitfile(policies: Iterable[Policy]) -> bool:
+    """Whether any rule reads the Kitfile (licenses or parents)."""
+    return any(
+        p.parents is not None or (p.artifacts is not None and p.artifacts.licenses is not None)
+        for p in policies
+    )
+
+
+def needs_config(policies: Iterable[Policy], manifest: Manifest) -> bool:
+    """Whether the engine must fetch ``manifest``'s config blob (``get_config``) for the
+    rules of ``policies``: a KitOps ModelKit keeps its Kitfile there (licenses, parents,
+    and a missing model layer that a parent may supply); a ModelPack keeps its licenses
+    there unless kit packed it (then the Kitfile is in an annotation). Never for an index or
+    an artifact that is not a model."""
+    policies = tuple(policies)
+    model_format = artifacts.model_format(manifest)
+    if model_format is None or manifest.format == "oci-index":
+        return False
+    licenses = any(p.artifacts is not None and p.artifacts.licenses for p in policies)
+    if model_format == "modelpack":
+        return licenses and artifacts.kitfile_json(manifest) is None
+    if needs_kitfile(policies):
+        return True
+    kinds = artifacts.layer_kinds(manifest)
+    return artifacts.KIND_MODEL not in kinds and any(
+        p.artifacts is not None and artifacts.KIND_MODEL in p.artifacts.required_layers
+        for p in policies
+    )
+
+
+def evaluate(
+    policies: Sequence[Policy],
+    *,
+    namespace: str,
+    namespace_labels: Mapping[str, str],
+    evidence: Sequence[Evidence],
+) -> Verdict:
+    """Evaluate every policy that applies in ``namespace`` against every reference.
+
+    Pure and total: never raises for any evidence. Violations come in evidence (document)
+    order, then policy order (cluster policies by name, then the namespace's by name).
+    Rules whose data is absent are returned as :class:`Unchecked`; rules that do not apply
+    to a reference (artifact rules for an artifact that is not a model, e.g. a container
+    image in an image volume) are skipped. See :class:`Verdict` for the outcome.
+    """
+    applicable = matching(policies, namespace=namespace, namespace_labels=namespace_labels)
+    violations: list[Violation] = []
+    unchecked: list[Unchecked] = []
+    for ev in evidence:
+        for policy in applicable:
+            _Check(policy, ev, namespace, violations, unchecked).run()
+    return Verdict(
+        violations=tuple(violations),
+        unchecked=tuple(unchecked),
+        policies=tuple(p.ref for p in applicable),
+    )
+
+
+class _Check:
+    """One policy against one reference."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        evidence: Evidence,
+        namespace: str,
+        violations: list[Violation],
+        unchecked: list[Unchecked],
+    ) -> None:
+        self.policy = policy
+        self.ev = evidence
+        self.ref = evidence.reference
+        self.namespace = namespace
+        self.violations = violations
+        self.unchecked = unchecked
+        self.subject = f"{evidence.site.where} '{evidence.written or evidence.site.value}'"
+
+    def violation(self, rule: str, reason: str, problem: str, advice: str) -> None:
+        self.violations.append(
+            Violation(
+                policy=self.policy.ref,
+                rule=rule,
+                reason=reason,
+                mode=self.policy.mode_of(rule),
+                path=self.ev.site.path,
+                where=self.ev.site.where,
+                reference=self.ev.site.value,
+                message=f"{self.policy.display} rule {rule}: {self.subject} {problem}; {advice}",
+            )
+        )
+
+    def skip(self, rule: str, why: str) -> None:
+        self.unchecked.append(
+            Unchecked(
+                policy=self.policy.ref,
+                rule=rule,
+                mode=self.policy.mode_of(rule),
+                path=self.ev.site.path,
+                where=self.ev.site.where,
+                reference=self.ev.site.value,
+                why=why,
+            )
+        )
+
+    def run(self) -> None:
+        if self.policy.repositories is not None:
+            self.repositories(self.policy.repositories)
+        if self.policy.tags is not None:
+            self.tags(self.policy.tags)
+        if self.policy.artifacts is not None or self.policy.parents is not None:
+            self.artifact_rules()
+
+    # -- the reference -------------------------------------------------------------------
+
+    def repositories(self, rules: RepositoryRules) -> None:
+        name = self.ref.canonical_name
+        for glob in rules.denied:
+            if glob.matches(name):
+                approved = (
+                    f"use a ModelKit from an approved repository ({_quote_all(rules.allowed)})"
+                    if rules.allowed
+                    else "use a ModelKit from another repository"
+                )
+                self.violation(
+                    Rule.REPOSITORIES_DENIED,
+                    Reason.REPOSITORY_DENIED,
+                    f"comes from {name}, which matches the denied pattern {glob.pattern!r} "
+                    f"in namespace {self.namespace}",
+                    approved,
+                )
+                return
+        if rules.allowed and not any(g.matches(name) for g in rules.allowed):
+            self.violation(
+                Rule.REPOSITORIES_ALLOWED,
+                Reason.REPOSITORY_NOT_ALLOWED,
+                f"comes from {name}, which matches none of the repositories allowed in "
+                f"namespace {self.namespace} ({_quote_all(rules.allowed)})",
+                "use a ModelKit from an allowed repository, or ask the platform team to "
+                f"allow this one in {self.policy.display}",
+            )
+
+    def tags(self, rules: TagRules) -> None:
+        ref = self.ref
+        if ref.tag_explicit or ref.digest is None:
+            implied = "" if ref.tag_explicit else " (no tag means 'latest')"
+            denied = next((g for g in rules.denied if g.matches(ref.tag)), None)
+            if denied is not None:
+                self.violation(
+                    Rule.TAGS_DENIED,
+                    Reason.TAG_DENIED,
+                    f"uses the tag {ref.tag!r}{implied}, which is not allowed in namespace "
+                    f"{self.namespace} (denied pattern {denied.pattern!r})",
+                    f"pin a release tag or a digest ('{self.ev.site.prefix}{ref.name}"
+                    "@sha256:<digest>')",
+                )
+            elif rules.allowed and not any(g.matches(ref.tag) for g in rules.allowed):
+                self.violation(
+                    Rule.TAGS_ALLOWED,
+                    Reason.TAG_NOT_ALLOWED,
+                    f"uses the tag {ref.tag!r}{implied}, which matches none of the tags "
+                    f"allowed in namespace {self.namespace} ({_quote_all(rules.allowed)})",
+                    "use an allowed tag, or reference the ModelKit by digest only "
+                    f"('{self.ev.site.prefix}{ref.name}@sha256:<digest>')",
+                )
+        if rules.require_digest and ref.digest is None:
+            self.violation(
+                Rule.TAGS_REQUIRE_DIGEST,
+                Reason.DIGEST_REQUIRED,
+                f"has no digest, and namespace {self.namespace} accepts only references "
+                "written with a digest",
+                f"write '{self.ev.site.prefix}{ref.name}:{ref.tag}@sha256:<digest>' in the "
+                f"manifest (`kitpin resolve '{ref}'` prints the digest)",
+            )
+
+    # -- the artifact --------------------------------------------------------------------
+
+    def artifact_rules(self) -> None:
+        rules = self.policy.artifacts
+        names = [r for r in self.policy.rules if r.startswith(("artifacts.", "parents."))]
+        resolution = self.ev.resolution
+        if resolution is None:
+            for rule in names:
+                self.skip(rule, "the reference was not resolved, so the artifact is unknown")
+            return
+        manifest = resolution.manifest
+        model_format = artifacts.model_format(manifest)
+        if model_format is None:
+            return  # not a model: the engine's own check (NotAModelKit) covers it
+        if rules is not None and rules.formats and model_format not in rules.formats:
+            self.formats(model_format, rules.formats)
+        if manifest.format == "oci-index":
+            for rule in names:
+                if rule != Rule.ARTIFACTS_FORMATS:
+                    self.violation(
+                        rule,
+                        Reason.UNCHECKABLE,
+                        f"is an OCI image index ({resolution.digest}); kitpin cannot see the "
+                        "layers and Kitfile behind an index, so this rule cannot be checked",
+                        "reference the ModelKit's own manifest (its digest inside the index)",
+                    )
+            return
+        kitfile = kitfile_of(self.ev)
+        kitfile_known = kitfile is not None or model_format == "modelpack"
+        parents = parent_references(kitfile) if kitfile is not None else ()
+        if rules is not None and rules.required_layers:
+            self.layers(manifest, rules.required_layers, parents, kitfile_known)
+        if rules is not None and rules.licenses is not None:
+            self.licenses(rules.licenses, kitfile, model_format)
+        if self.policy.parents is not None:
+            if not kitfile_known:
+                self.skip(
+                    Rule.PARENTS_REQUIRE_DIGEST,
+                    "the Kitfile (config blob) was not fetched, so parent ModelKits are unknown",
+                )
+            else:
+                self.parents(parents)
+
+    def formats(
+        self, model_format: types.ModelFormat, allowed: frozenset[types.ModelFormat]
+    ) -> None:
+        if "kitops-modelkit" in allowed:
+            advice = "pack it with `kit pack` (without --use-model-pack)"
+        else:
+            advice = "pack it with `kit pack --use-model-pack`"
+        names = artifacts.FORMAT_NAMES
+        self.violation(
+            Rule.ARTIFACTS_FORMATS,
+            Reason.FORMAT_NOT_ALLOWED,
+            f"is {names[model_format]}, but namespace {self.namespace} accepts only "
+            + " or ".join(names[f] for f in artifacts.MODEL_FORMATS if f in allowed),
+            advice,
+        )
+
+    def layers(
+        self,
+        manifest: Manifest,
+        required: Sequence[str],
+        parents: Sequence[ParentReference],
+        kitfile_known: bool,
+    ) -> None:
+        kinds = artifacts.layer_kinds(manifest)
+        missing = [k for k in required if k not in kinds]
+        if artifacts.KIND_MODEL in missing:
+            if any(p.field == "model.path" for p in parents):
+                missing.remove(artifacts.KIND_MODEL)  # the parent ModelKit supplies it
+            elif not kitfile_known:
+                self.skip(
+                    Rule.ARTIFACTS_REQUIRED_LAYERS,
+                    "the ModelKit has no model layer of its own and its Kitfile was not "
+                    "fetched, so kitpin cannot tell whether a parent ModelKit supplies it",
+                )
+                missing.remove(artifacts.KIND_MODEL)
+        if not missing:
+            return
+        present = ", ".join(sorted(kinds)) or "none kitpin recognises"
+        self.violation(
+            Rule.ARTIFACTS_REQUIRED_LAYERS,
+            Reason.LAYERS_MISSING,
+            f"has no {' and no '.join(missing)} layer (its layers: {present}), but namespace "
+            f"{self.namespace} requires {', '.join(required)}",
+            "use a ModelKit that contains them (a Kitfile model section packs a model layer)",
+        )
+
+    def licenses(
+        self,
+        rules: LicenseRules,
+        kitfile: Mapping[str, Any] | None,
+        model_format: types.ModelFormat,
+    ) -> None:
+        if kitfile is not None:
+            declared = declared_licenses(kitfile)
+            source = "Kitfile"
+        elif model_format == "modelpack" and isinstance(self.ev.config, Mapping):
+            declared = modelpack_licenses(self.ev.config)
+            source = "ModelPack config"
+        else:
+            what = "Kitfile" if model_format == "kitops-modelkit" else "ModelPack config"
+            self.skip(
+                Rule.ARTIFACTS_LICENSES,
+                f"the {what} (config blob) was not fetched, so the licenses are unknown",
+            )
+            return
+        approved_list = ", ".join(rules.allowed)
+        if not declared:
+            if not rules.allow_undeclared:
+                self.violation(
+                    Rule.ARTIFACTS_LICENSES,
+                    Reason.LICENSE_UNDECLARED,
+                    f"declares no license in its {source}, and namespace {self.namespace} "
+                    f"accepts only approved licenses ({approved_list})",
+                    "use a ModelKit whose Kitfile declares an approved license "
+                    "(package.license or model.license)",
+                )
+            return
+        approved = frozenset(a.casefold() for a in rules.allowed)
+        for name, text in declared:
+            if not license_approved(text, approved):
+                self.violation(
+                    Rule.ARTIFACTS_LICENSES,
+                    Reason.LICENSE_NOT_ALLOWED,
+                    f"declares the license {text!r} ({source} {name}), which is not approved "
+                    f"in namespace {self.namespace} (approved: {approved_list})",
+                    "use a ModelKit under an approved license, or ask the platform team to "
+                    f"approve it in {self.policy.display}",
+                )
+
+    def parents(self, parents: Sequence[ParentReference]) -> None:
+        for parent in parents:
+            if parent.reference is None:
+                self.violation(
+                    Rule.PARENTS_REQUIRE_DIGEST,
+                    Reason.PARENT_LOCAL,
+                    f"names the parent ModelKit {parent.text!r} (Kitfile {parent.field}) "
+                    "without a registry host, so kit would read it from its local storage, "
+                    "which a Pod does not have",
+                    f"repack the ModelKit with {parent.field} naming the registry and a "
+                    "digest ('registry/repository:tag@sha256:...')",
+                )
+            elif parent.reference.digest is None:
+                ref = parent.reference
+                self.violation(
+                    Rule.PARENTS_REQUIRE_DIGEST,
+                    Reason.PARENT_NOT_PINNED,
+                    f"takes content from the parent ModelKit {parent.text!r} (Kitfile "
+                    f"{parent.field}) by tag: `kit unpack` pulls that tag even though this "
+                    "ModelKit is pinned, so its content can change underneath (KitOps #899)",
+                    f"repack the ModelKit with {parent.field}: "
+                    f"'{ref.name}:{ref.tag}@sha256:<digest>' (`kitpin resolve "
+                    f"'{parent.text}'` prints the digest)",
+                )
+
+
+def _quote_all(globs: Sequence[Glob]) -> str:
+    return ", ".join(repr(g.pattern) for g in globs)
