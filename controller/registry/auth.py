@@ -1,6 +1,6 @@
 """Registry authentication: ``WWW-Authenticate`` challenges, Basic, the Bearer token flow of
 the distribution token spec, and a token cache. No I/O: token requests are built here and sent
-by :class:`controller.registry.client.RegistryClient`, the one place that sends.
+by :mod:`.tokens` through :class:`~controller.registry.sender.Sender`, the one place that sends.
 
 The flow, per registry endpoint (``scheme://host:port``, :func:`endpoint_key`):
 
@@ -12,7 +12,7 @@ The flow, per registry endpoint (``scheme://host:port``, :func:`endpoint_key`):
    and costs one manifest request, not two. Any other answer (``200``: no auth needed for
    ``/v2/``; a ``401`` without a usable challenge, ``404``, ``5xx``, a redirect, a network
    error) teaches nothing and the request goes anonymous, as it would have without the check.
-   The check is not repeated (for a while, when it failed: see the client).
+   The check is not repeated (for a while, when it failed: see :mod:`.ping`).
 2. A registry request whose endpoint answered ``401`` anyway (a repository that needs auth
    behind an open ``/v2/``, a revoked token, a registry that does not serve ``/v2/``) hands
    its challenges to :meth:`Authenticator.on_challenge`, which remembers the challenge, and
@@ -25,8 +25,9 @@ The flow, per registry endpoint (``scheme://host:port``, :func:`endpoint_key`):
    token as is.
 4. Tokens are cached by (realm, service, scope, credential identity) until they expire, minus
    a small margin; later requests to an endpoint whose challenge is known send the cached
-   token (or fetch one) up front. The client keeps one token request in flight per such key
-   (:attr:`TokenFetch.key`): concurrent requests that need the same token wait for that one.
+   token (or fetch one) up front. The client (:mod:`.tokens`) keeps one token request in
+   flight per such key (:attr:`TokenFetch.key`): concurrent requests that need the same token
+   wait for that one.
 
 A realm must be ``https``, or ``http`` only when it is the plain-HTTP registry itself, and its
 host passes the :class:`~controller.registry.hosts.HostPolicy`: a registry cannot send kitpin's
@@ -483,7 +484,7 @@ def check_realm(realm: str, *, registry_url: httpx.URL, policy: hosts.HostPolicy
         )
     realm_host = hosts.join_host_port(url.host, url.port)
     if url.scheme == "http":
-        same = (url.host, _port(url)) == (registry_url.host, _port(registry_url))
+        same = (url.host, hosts.port_of(url)) == (registry_url.host, hosts.port_of(registry_url))
         if not (same and registry_url.scheme == "http"):
             raise errors.HostNotAllowedError(
                 f"{registry} named the token realm {url.scheme}://{realm_host} over plain "
@@ -493,10 +494,6 @@ def check_realm(realm: str, *, registry_url: httpx.URL, policy: hosts.HostPolicy
             )
     policy.check(realm_host, purpose="token realm")
     return url
-
-
-def _port(url: httpx.URL) -> int:
-    return url.port or (443 if url.scheme == "https" else 80)
 
 
 def build_token_fetch(

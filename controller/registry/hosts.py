@@ -7,7 +7,7 @@ reference names, each redirect target (blob storage), each token realm. The poli
 - hosts in ``denied_networks`` (by default link-local incl. the cloud metadata address
   ``169.254.169.254``, ``fd00:ec2::254``, Alibaba's ``100.100.100.200``, ``0.0.0.0/8``,
   multicast and broadcast), checked for IP literals here and for DNS answers through
-  :meth:`HostPolicy.check_resolved` (the client does the lookup),
+  :meth:`HostPolicy.check_resolved` (the client does the lookup: :mod:`.dns`),
 - hosts in ``denied_hostnames`` (``metadata.google.internal``, ``metadata``, ...),
 - registries outside ``allowed_registries`` when that list is set. The allowlist applies to
   the registry a reference names (purpose ``"registry"``), not to the blob storage a registry
@@ -31,11 +31,14 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 import yaml
 
 from controller import errors
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = [
     "DEFAULT_DENIED_HOSTNAMES",
@@ -44,9 +47,12 @@ __all__ = [
     "IPNetwork",
     "Purpose",
     "RegistryHostConfig",
+    "host_port_of",
+    "is_ip",
     "join_host_port",
     "load_registry_config",
     "normalise_host_port",
+    "port_of",
     "split_host_port",
 ]
 
@@ -150,6 +156,22 @@ def normalise_host_port(host_port: str) -> str:
     """``host[:port]`` lowercased, trailing dot dropped, IPv6 bracketed. ``ValueError`` if
     malformed."""
     return join_host_port(*split_host_port(host_port))
+
+
+def port_of(url: httpx.URL) -> int:
+    """The port ``url`` addresses: its own, else its scheme's default (httpx drops default
+    ports)."""
+    return url.port or (443 if url.scheme == "https" else 80)
+
+
+def host_port_of(url: httpx.URL) -> str:
+    """``host:port`` of a URL, the port always explicit (:func:`port_of`)."""
+    return join_host_port(url.host, port_of(url))
+
+
+def is_ip(host: str) -> bool:
+    """Whether ``host`` is an IP literal (IPv6 without brackets, a zone allowed), not a name."""
+    return _ip(host) is not None
 
 
 def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -25,7 +25,7 @@ from registry_fakes import (
 
 from controller import errors
 from controller.registry import Credential, RegistryClient, hosts
-from controller.registry.client import build_manifest_request
+from controller.registry.requests import build_manifest_request
 
 ACCEPTED = {
     "application/vnd.oci.image.manifest.v1+json",

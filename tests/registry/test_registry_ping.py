@@ -23,9 +23,10 @@ from registry_fakes import (
 
 from controller import errors
 from controller.metrics import Metrics
-from controller.registry import Credential, RegistryClient, client, hosts
+from controller.registry import Credential, RegistryClient, hosts
 from controller.registry.auth import Authenticator
-from controller.registry.client import PING_RETRY_SECONDS, build_ping_request
+from controller.registry.ping import PING_RETRY_SECONDS
+from controller.registry.requests import build_ping_request
 
 CHALLENGE = 'Bearer realm="https://auth.example/token",service="reg.example"'
 MANIFEST = "GET reg.example/v2/team/model/manifests/v1"
@@ -232,7 +233,7 @@ async def test_a_caller_leaving_does_not_cancel_the_ping_for_the_others() -> Non
 
 
 async def test_a_ping_that_hangs_is_given_up(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(client, "PING_DEADLINE_SECONDS", 0.02)
+    monkeypatch.setattr("controller.registry.ping.PING_DEADLINE_SECONDS", 0.02)
 
     async def handler(request: httpx.Request) -> httpx.Response:
         if is_ping(request):

@@ -23,7 +23,7 @@ from registry_fakes import (
 
 from controller import errors
 from controller.metrics import Metrics
-from controller.registry import Credential, RegistryClient, client
+from controller.registry import Credential, RegistryClient
 
 REALM = "https://auth.example/token"
 ALICE = Credential(username="alice", password="s3:cr:et", source="secret team-a/regcred")
@@ -440,7 +440,7 @@ async def test_one_ping_then_one_token_then_the_manifests() -> None:
 async def test_a_fetch_that_hangs_is_given_up_for_every_waiter(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(client, "TOKEN_DEADLINE_SECONDS", 0.05)
+    monkeypatch.setattr("controller.registry.tokens.TOKEN_DEADLINE_SECONDS", 0.05)
     registry = Registry(gate=asyncio.Event())  # the token endpoint hangs
     async with make(registry) as c:
         async with asyncio.timeout(5):

@@ -22,7 +22,8 @@ from registry_fakes import OCI_MANIFEST, FakeDNS, modelkit_manifest, ref, sha256
 
 from controller import errors
 from controller.registry import hosts
-from controller.registry.client import RegistryClient, _tls_verification_failed
+from controller.registry.client import RegistryClient
+from controller.registry.responses import _tls_verification_failed
 from controller.registry.transport import AiohttpTransport
 
 FAST = httpx.Timeout(2.0)
