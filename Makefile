@@ -63,7 +63,7 @@ e2e: venv tools ## End-to-end tests against the real control plane and registry.
 	$(VENV)/bin/pytest -m e2e $(PYTEST_ARGS)
 
 .PHONY: test
-test: venv tools lint ## Everything: lint, unit, integration (real registry) and e2e (real control plane).
+test: venv tools lint verify ## Everything: lint, verify, unit, integration (real registry) and e2e (real control plane).
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 ##@ Packaging
@@ -71,6 +71,16 @@ test: venv tools lint ## Everything: lint, unit, integration (real registry) and
 .PHONY: manifests
 manifests: venv tools ## Copy deploy/crds/ into charts/kitpin/crds/ and render deploy/ (kustomize base) from the chart.
 	$(PY) -m hack.manifests
+
+.PHONY: verify
+verify: venv tools ## Regenerate the chart's CRDs and deploy/ (make manifests); fail if that changes a committed file.
+	$(PY) -m hack.manifests
+	@changed=$$(git status --porcelain -- charts/kitpin/crds deploy); \
+	if [ -n "$$changed" ]; then \
+	  echo "make verify: generated files differ from the committed ones:"; echo "$$changed"; \
+	  git --no-pager diff --stat -- charts/kitpin/crds deploy; \
+	  echo "run 'make manifests' and commit the result"; exit 1; \
+	fi
 
 ##@ Local cluster
 

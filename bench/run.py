@@ -1,13 +1,16 @@
 """``make bench``: every benchmark case in one run; ``bench/results/latest.{json,png}``.
 
-    python -m bench.run [--quick] [--profile] [--kitpin-src DIR] [--out DIR]
+    python -m bench.run [--quick] [--profile] [--kitpin-src DIR] [--baseline-src DIR] [--out DIR]
 
 One run starts the real control plane, a token-auth registry with real ModelKits, the no-op
 baseline and two kitpin processes (cache on, via ``kitpin run --dev``; cache off), each
 pinned to CPU 0, and drives them from CPU 1. See bench/README.md for what each case means.
 ``--quick`` (``make bench QUICK=1``) shortens durations and sizes so it ends within a minute;
 its numbers are a smoke test, not a measurement to compare. ``--kitpin-src`` benchmarks
-another source tree (a branch, a proposed fix) against the same stream.
+another source tree (a branch, a proposed fix) against the same stream. ``--baseline-src``
+adds a second warm kitpin from another tree (e.g. a clone of main before a change) to the
+direct section: its ``warm-base`` runs are interleaved with ``noop`` and ``warm``, so old and
+new are compared in ONE run, as ratios (``warm_vs_base``).
 """
 
 from __future__ import annotations
@@ -489,12 +492,16 @@ def run(
     profile: bool,
     keep: bool,
     only: frozenset[str] = frozenset(SECTIONS),
+    baseline_src: Path | None = None,
 ) -> dict[str, Any]:
     t_start = time.monotonic()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 8192)), hard))
     results: dict[str, Any] = {"machine": machine_info(plan, src), "cases": {}}
     log(f"{'quick' if plan.quick else 'full'} run; kitpin from {src}")
+    if baseline_src is not None:
+        results["machine"]["baseline_src"] = str(baseline_src)
+        log(f"baseline kitpin (warm-base) from {baseline_src}")
 
     tools.wrk()
     tools.vegeta()
@@ -537,9 +544,9 @@ def run(
 
         certs = devcerts.write_dev_certificates(work / "certs", hosts=("127.0.0.1", "localhost"))
         reg_config = registry.kitpin_config(work / "registry-config.json")
-        ports = [procs.free_port() for _ in range(4)]
+        ports = [procs.free_port() for _ in range(5)]
 
-        def kitpin(name: str, port: int, **kw: Any) -> env.Server:
+        def kitpin(name: str, port: int, tree: Path = src, **kw: Any) -> env.Server:
             return env.kitpin(
                 name,
                 port=port,
@@ -547,7 +554,7 @@ def run(
                 kubeconfig=cp.kubeconfig,
                 registry_config=reg_config,
                 cpu=None,
-                src=src,
+                src=tree,
                 **kw,
             )
 
@@ -563,10 +570,16 @@ def run(
         noop = env.noop(
             "noop", port=ports[3], workdir=work, cert=certs, cpu=None, capture=capture_dir
         )
-        for s in (warm, cold, burst, noop):
+        base = (
+            None
+            if baseline_src is None or "direct" not in only
+            else kitpin("kitpin-base", ports[4], baseline_src, settings={}, dev=False, cert=certs)
+        )
+        started = [s for s in (warm, cold, burst, noop, base) if s is not None]
+        for s in started:
             s.process.start()
             servers.append(s)
-        for s in (warm, cold, burst, noop):
+        for s in started:
             procs.wait_until(
                 lambda s=s: (s.process.check_alive(), env.get(s.url("/healthz"))[0] == 200)[1],
                 timeout=90,
@@ -619,8 +632,11 @@ def run(
                 mixed_refs,
                 out_dir,
                 profile,
+                base,
             )
         cold.stop()
+        if base is not None:
+            base.stop()
 
         # -- 3. through the apiserver ------------------------------------------------------
         # Not a throughput case: kitpin runs like the apiserver and etcd, on any CPU.
@@ -720,6 +736,7 @@ def direct_section(
     mixed_refs: list[str],
     out_dir: Path,
     profile: bool,
+    base: env.Server | None = None,
 ) -> None:
     n_mixed = plan.mixed_refs
     rdir = work / "reviews"
@@ -732,14 +749,27 @@ def direct_section(
     )
     if env.check_answers([a.body for a in warmed], expect=b'"patch"'):
         raise RuntimeError(f"kitpin did not pin the warm review: {warmed[0].body[:500]!r}")
+    interleaved: list[tuple[str, env.Server, str | None]] = [
+        ("noop", noop, None),
+        ("warm", warm, '"patch"'),
+    ]
+    if base is not None:
+        based = asyncio.run(
+            client.each_once(
+                base.url("/pin-pods"), warm_bodies * 50, cafile=str(certs.ca_file), concurrency=4
+            )
+        )
+        if env.check_answers([a.body for a in based], expect=b'"patch"'):
+            raise RuntimeError(f"the baseline did not pin the warm review: {based[0].body[:500]!r}")
+        interleaved.append(("warm-base", base, '"patch"'))
     m = Measured(plan)
-    runs: dict[str, list[loadgen.Result]] = {"noop": [], "warm": []}
-    for _ in range(plan.repeats):  # interleaved, so drift on a shared machine hits both
-        for name, server, expect in (("noop", noop, None), ("warm", warm, '"patch"')):
+    runs: dict[str, list[loadgen.Result]] = {name: [] for name, _, _ in interleaved}
+    for _ in range(plan.repeats):  # interleaved, so drift on a shared machine hits all
+        for name, server, expect in interleaved:
             runs[name].append(
                 m.run(name, server, warm_bodies, rate=None, expect=expect, record=False)
             )
-    for name in ("noop", "warm"):
+    for name in runs:
         ordered = sorted(runs[name], key=lambda r: r.rps)
         m.cases[name] = ordered[len(ordered) // 2]  # the median run
     for name, server, expect, ca in (
@@ -774,8 +804,10 @@ def direct_section(
         f"mixed@{plan.rate}",
     ]
     cases = m.cases
+    if base is not None:
+        order.insert(2, "warm-base")
     results["cases"] = {k: cases[k].summary() for k in order}
-    for name in ("noop", "warm"):
+    for name in runs:
         results["cases"][name]["runs_rps"] = [round(r.rps, 1) for r in runs[name]]
     for k in order:
         cpu = cases[k].server_cpu_us_per_review
@@ -787,6 +819,20 @@ def direct_section(
         if cases[k].gc is not None:
             results["cases"][k]["gc"] = cases[k].gc
     results["distributions"] = {k: cases[k].percentiles_ms for k in order}
+    if base is not None:
+        new, old = cases["warm"], cases["warm-base"]
+        results["warm_vs_base"] = {
+            "rps_ratio": round(new.rps / old.rps, 3) if old.rps else None,
+            "cpu_us_per_review": {
+                "new": round(new.server_cpu_us_per_review or 0),
+                "base": round(old.server_cpu_us_per_review or 0),
+            },
+            "runs_rps": {
+                "new": results["cases"]["warm"]["runs_rps"],
+                "base": results["cases"]["warm-base"]["runs_rps"],
+            },
+        }
+        log(f"warm vs warm-base (one run): {results['warm_vs_base']}")
     results["load"] = {
         k: {
             "tool": c.tool,
@@ -927,6 +973,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=env.REPO_ROOT,
         help="source tree whose controller/ to run (default: this one)",
     )
+    p.add_argument(
+        "--baseline-src",
+        type=Path,
+        default=None,
+        help="another source tree to run as a second warm kitpin (warm-base), interleaved "
+        "with warm in the direct section: old vs new in one run",
+    )
     p.add_argument("--out", type=Path, default=env.REPO_ROOT / "bench" / "results")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     p.add_argument(
@@ -948,6 +1001,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         profile=args.profile,
         keep=args.keep,
         only=only,
+        baseline_src=args.baseline_src.resolve() if args.baseline_src else None,
     )
     if only != set(SECTIONS):
         partial = args.out / "partial.json"
