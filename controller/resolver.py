@@ -63,7 +63,7 @@ from controller.types import Credential, Manifest, Resolution, ResolutionSource,
 
 __all__ = [
     "ConfigCache",
-    "ConfigFetcher",
+    "ConfigSource",
     "ManifestSource",
     "Resolver",
     "ResolverSettings",
@@ -589,7 +589,11 @@ class Resolver:
         )
 
 
-class ConfigFetcher(Protocol):
+class ConfigSource(Protocol):
+    """Fetches a manifest's config blob (the Kitfile of a KitOps ModelKit):
+    ``registry.RegistryClient``, or a :class:`ConfigCache` in front of it (the admission
+    engine's ``configs``)."""
+
     async def get_config(
         self,
         ref: refs.Reference,
@@ -609,7 +613,7 @@ class ConfigCache:
     for the others.
     """
 
-    def __init__(self, source: ConfigFetcher, *, max_entries: int = 2_000) -> None:
+    def __init__(self, source: ConfigSource, *, max_entries: int = 2_000) -> None:
         self._source = source
         self._max = max_entries
         self._cache: OrderedDict[tuple[str, str], Mapping[str, Any]] = OrderedDict()

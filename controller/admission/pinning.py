@@ -18,10 +18,15 @@ Mutation rules (each outcome has a named reason, see ``Reason``):
 5. Resolution failures deny with the real cause by default; ``failure="warn"`` admits the
    object unpinned, with a warning and the ``kitpin.dev/unpinned`` annotation.
 6. Pinned sites are recorded in the ``kitpin.dev/pinned`` annotation: a JSON object mapping
-   each site's JSON pointer to ``{"from", "digest", "resolvedAt"}``.
+   each site's JSON pointer to ``{"from", "digest", "resolvedAt"}`` (:mod:`.pins`).
 
 Validation denies references that can never work (malformed, kit-local, non-sha256 digests)
-and artifacts that are not ModelKits/ModelPacks where a ModelKit is expected.
+and artifacts that are not ModelKits/ModelPacks where a ModelKit is expected
+(:func:`not_a_modelkit_message`, also used by ``kitpin pin`` and ``kitpin check``).
+
+Policy judges what :func:`.evidence.build` gives it: every reference as the user wrote it
+(kitpin's own pin never satisfies ``tags.requireDigest``), the same evidence ``kitpin check``
+judges.
 """
 
 from __future__ import annotations
@@ -31,23 +36,40 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Final, Literal, Protocol
 
-from controller import errors, policy, refs, sites, types
-from controller.types import Credential, Manifest, Resolution
+from controller import artifacts, errors, policy, refs, sites, types
+from controller.admission import evidence, pins
+from controller.admission.evidence import Found
+from controller.admission.pins import PINNED_ANNOTATION, UNPINNED_ANNOTATION
+from controller.resolver import ConfigSource
+from controller.types import Credential, Resolution
+
+__all__ = [
+    "IGNORE_LABEL",
+    "PINNED_ANNOTATION",
+    "TEMPLATE_KINDS",
+    "UNPINNED_ANNOTATION",
+    "AdmissionMode",
+    "AdmissionSettings",
+    "Credentials",
+    "Decision",
+    "Denial",
+    "Engine",
+    "FailureMode",
+    "NoCredentials",
+    "Reason",
+    "Resolver",
+    "Review",
+    "not_a_modelkit_message",
+]
 
 logger = logging.getLogger(__name__)
 
 AdmissionMode = Literal["pin", "pods-only", "validate-only"]
 FailureMode = Literal["deny", "warn"]
 
-PINNED_ANNOTATION: Final = "kitpin.dev/pinned"
-UNPINNED_ANNOTATION: Final = "kitpin.dev/unpinned"
 IGNORE_LABEL: Final = "kitpin.dev/ignore"
-
-MODEL_FORMATS: Final = frozenset({"kitops-modelkit", "modelpack"})
-KITOPS_INDEX_ARTIFACT_TYPE: Final = "application/vnd.kitops.modelkit.index.v1+json"
 
 # Workload kinds whose pod template is left alone when they have a controller owner.
 TEMPLATE_KINDS: Final = frozenset(
@@ -148,6 +170,15 @@ class Decision:
 
 
 class Resolver(Protocol):
+    """Resolves references to digests (:class:`controller.resolver.Resolver`)."""
+
+    def peek(
+        self, ref: refs.Reference, *, credential: Credential | None = None
+    ) -> Resolution | None:
+        """The fresh cached answer, or None (then :meth:`resolve`). Synchronous: a review
+        whose references are all cached needs no task and no event-loop turn."""
+        ...
+
     async def resolve(
         self,
         ref: refs.Reference,
@@ -157,21 +188,21 @@ class Resolver(Protocol):
     ) -> Resolution: ...
 
 
-class ConfigSource(Protocol):
-    """Fetches a manifest's config blob (the Kitfile of a KitOps ModelKit)."""
-
-    async def get_config(
-        self,
-        ref: refs.Reference,
-        manifest: Manifest,
-        *,
-        credential: Credential | None = None,
-    ) -> Mapping[str, Any]: ...
-
-
 class Credentials(Protocol):
     """Finds the credential for one registry on behalf of one object (its namespace's pull
     secrets, then central ones). Never crosses namespaces."""
+
+    def lookup_cached(
+        self,
+        *,
+        namespace: str,
+        registry: str,
+        repository: str,
+        pod_spec: Mapping[str, Any] | None,
+    ) -> tuple[bool, Credential | None]:
+        """:meth:`lookup` from caches alone: ``(True, credential)`` when it could answer
+        without I/O, else ``(False, None)`` (then :meth:`lookup`)."""
+        ...
 
     async def lookup(
         self,
@@ -205,12 +236,6 @@ class NoCredentials:
         pod_spec: Mapping[str, Any] | None,
     ) -> Credential | None:
         return None
-
-
-@dataclass(frozen=True, kw_only=True)
-class _Found:
-    site: sites.Site
-    ref: refs.Reference
 
 
 class Engine:
@@ -249,29 +274,31 @@ class Engine:
             if sites.controller_owner(review.obj) is not None:
                 return Decision(reason=Reason.OWNED, warnings=tuple(warnings))
 
-        existing = _read_pins(review.obj)
+        existing = pins.read(review.obj)
         old_values = self._old_values(review)
         values: dict[str, str] = {}
-        records: dict[str, dict[str, str]] = {}
-        to_resolve: list[_Found] = []
-        parsed: list[_Found] = []
+        records: dict[str, pins.Record] = {}
+        to_resolve: list[Found] = []
+        parsed: list[Found] = []
         for site in findings.sites:
             try:
                 parsed.append(
-                    _Found(site=site, ref=refs.parse(site.reference_text, grammar=site.grammar))
+                    Found(site=site, ref=refs.parse(site.reference_text, grammar=site.grammar))
                 )
             except errors.ReferenceError:
                 continue  # the validating webhook denies it with the full message
 
-        # Policy, before anything is resolved: rules on the references as written (registry,
-        # repository, tag, requireDigest) refuse here instead of pinning. Warnings and the
-        # audit trail come from the validating webhook, which sees the final object.
+        # Policy, before anything is resolved: rules on the references as the user wrote them
+        # (registry, repository, tag, requireDigest; an UPDATE of an object kitpin pinned is
+        # judged by its pin records, as the validating webhook judges it) refuse here instead
+        # of pinning. Warnings and the audit trail come from the validating webhook, which
+        # sees the final object.
         if review.policies:
             verdict = policy.evaluate(
                 review.policies,
                 namespace=review.namespace,
                 namespace_labels=review.namespace_labels,
-                evidence=[policy.Evidence(site=f.site, reference=f.ref) for f in parsed],
+                evidence=evidence.build(review.obj, parsed),
             )
             if verdict.denials:
                 return Decision(
@@ -291,16 +318,16 @@ class Engine:
             kept = _kept_digest(site, ref, old_values.get(site.path))
             if kept is not None:
                 values[site.path] = site.prefix + ref.pinned(kept)
-                previous = _read_pins(review.old or {}).get(site.path)
+                previous = pins.read(review.old or {}).get(site.path)
                 records[site.path] = (
                     previous
                     if previous is not None and previous.get("digest") == kept
-                    else _record(site.value, kept, None)
+                    else pins.record(site.value, kept, None)
                 )
                 continue
             to_resolve.append(found)
 
-        failures: list[tuple[_Found, errors.RegistryError]] = []
+        failures: list[tuple[Found, errors.RegistryError]] = []
         if to_resolve:
             deadline_at = self._deadline_at()
             creds = await self._credentials(
@@ -312,7 +339,7 @@ class Engine:
                     failures.append((found, result))
                     continue
                 values[found.site.path] = found.site.prefix + found.ref.pinned(result.digest)
-                records[found.site.path] = _record(
+                records[found.site.path] = pins.record(
                     found.site.value, result.digest, result.resolved_at
                 )
                 if result.stale:
@@ -345,13 +372,13 @@ class Engine:
                 sort_keys=True,
                 separators=(",", ":"),
             )
-        elif _annotations(review.obj).get(UNPINNED_ANNOTATION) is not None:
+        elif pins.annotations_of(review.obj).get(UNPINNED_ANNOTATION) is not None:
             annotations[UNPINNED_ANNOTATION] = None
 
         pinned_text = (
             json.dumps(records, sort_keys=True, separators=(",", ":")) if records else None
         )
-        if _annotations(review.obj).get(PINNED_ANNOTATION) != pinned_text:
+        if pins.annotations_of(review.obj).get(PINNED_ANNOTATION) != pinned_text:
             annotations[PINNED_ANNOTATION] = pinned_text
         values = {p: v for p, v in values.items() if sites.get(review.obj, p) != v}
         if len(failures) < len(to_resolve):
@@ -373,11 +400,11 @@ class Engine:
         findings = sites.find(review.obj, self.settings.sites)
         warnings = [_unresolvable_warning(u) for u in findings.unresolvable]
         problems: list[str] = []
-        found: list[_Found] = []
+        found: list[Found] = []
         for site in findings.sites:
             try:
                 found.append(
-                    _Found(site=site, ref=refs.parse(site.reference_text, grammar=site.grammar))
+                    Found(site=site, ref=refs.parse(site.reference_text, grammar=site.grammar))
                 )
             except errors.ReferenceError as e:
                 problems.append(f"{site.where}: {e}")
@@ -411,10 +438,9 @@ class Engine:
                 )
                 continue
             resolved[f.site.path] = result
-            if f.site.expects_modelkit:
-                problem = _not_a_modelkit(f, result)
-                if problem:
-                    problems.append(problem)
+            problem = not_a_modelkit_message(f.site, result)
+            if problem is not None:
+                problems.append(f"{f.site.where}: {problem}")
         if problems:
             return Decision(
                 reason=Reason.NOT_A_MODELKIT,
@@ -425,14 +451,12 @@ class Engine:
         violations: tuple[policy.Violation, ...] = ()
         reason = Reason.NOTHING_TO_DO
         if applicable:
-            evidence = await self._evidence(
-                review, found, resolved, applicable, creds, deadline_at, failures
-            )
+            configs = await self._configs(found, resolved, applicable, creds, deadline_at, failures)
             verdict = policy.evaluate(
                 applicable,
                 namespace=review.namespace,
                 namespace_labels=review.namespace_labels,
-                evidence=evidence,
+                evidence=evidence.build(review.obj, found, resolutions=resolved, configs=configs),
             )
             violations = verdict.violations
             if violations:
@@ -459,74 +483,39 @@ class Engine:
             warnings.extend(f"not verified (failure mode warn): {m}" for m in failures)
         return Decision(reason=reason, warnings=tuple(warnings), violations=violations)
 
-    async def _evidence(
+    async def _configs(
         self,
-        review: Review,
-        found: Sequence[_Found],
+        found: Sequence[Found],
         resolved: Mapping[str, Resolution],
         applicable: Sequence[policy.Policy],
         creds: _Creds,
         deadline_at: float,
         failures: list[str],
-    ) -> list[policy.Evidence]:
-        """What the policies see: each reference as the USER wrote it (the ``from`` of
-        kitpin's own pin, so kitpin's digest never satisfies ``requireDigest``), its manifest
-        and, only when a rule needs it, its config blob (the Kitfile)."""
-        pins = _read_pins(review.obj)
-        evidence: list[policy.Evidence] = []
+    ) -> dict[str, Mapping[str, Any]]:
+        """The config blob (the Kitfile) of each resolved reference a rule needs it for
+        (:func:`policy.needs_config`), by site; what cannot be read goes into ``failures``."""
+        configs: dict[str, Mapping[str, Any]] = {}
+        if self.configs is None:
+            return configs
         for f in found:
-            written, written_text = f.ref, None
-            record = pins.get(f.site.path)
-            if record and f.ref.digest and record.get("digest") == f.ref.digest:
-                original = record.get("from", "")
-                if original.startswith(f.site.prefix):
-                    try:
-                        claimed = refs.parse(original[len(f.site.prefix) :], grammar=f.site.grammar)
-                    except errors.ReferenceError:
-                        claimed = None
-                    # Annotations are user-writable: a record may only say that the user
-                    # wrote no digest. kitpin's pins keep registry, repository and tag, so a
-                    # record naming another one is forged (or stale) and ignored; otherwise
-                    # it could steer repository and tag rules to a reference never used.
-                    if (
-                        claimed is not None
-                        and claimed.digest is None
-                        and claimed.canonical_name == f.ref.canonical_name
-                        and claimed.tag == f.ref.tag
-                    ):
-                        written, written_text = claimed, original
             resolution = resolved.get(f.site.path)
-            config: Mapping[str, Any] | None = None
-            if (
-                resolution is not None
-                and self.configs is not None
-                and policy.needs_config(applicable, resolution.manifest)
-            ):
-                try:
-                    async with asyncio.timeout(_remaining(deadline_at)):
-                        config = await self.configs.get_config(
-                            f.ref, resolution.manifest, credential=_credential_for(creds, f.ref)
-                        )
-                except TimeoutError:
-                    failures.append(
-                        f"{f.site.where}: reading the Kitfile of '{f.site.value}' took longer than "
-                        f"the {self.settings.deadline:g}s deadline"
+            if resolution is None or not policy.needs_config(applicable, resolution.manifest):
+                continue
+            try:
+                async with asyncio.timeout(_remaining(deadline_at)):
+                    configs[f.site.path] = await self.configs.get_config(
+                        f.ref, resolution.manifest, credential=_credential_for(creds, f.ref)
                     )
-                except errors.RegistryError as e:
-                    failures.append(
-                        f"{f.site.where}: cannot read the Kitfile of '{f.site.value}': "
-                        f"{e.reason}: {e}"
-                    )
-            evidence.append(
-                policy.Evidence(
-                    site=f.site,
-                    reference=written,
-                    resolution=resolution,
-                    config=config,
-                    written=written_text,
+            except TimeoutError:
+                failures.append(
+                    f"{f.site.where}: reading the Kitfile of '{f.site.value}' took longer than "
+                    f"the {self.settings.deadline:g}s deadline"
                 )
-            )
-        return evidence
+            except errors.RegistryError as e:
+                failures.append(
+                    f"{f.site.where}: cannot read the Kitfile of '{f.site.value}': {e.reason}: {e}"
+                )
+        return configs
 
     # --- helpers -------------------------------------------------------------------------
 
@@ -549,7 +538,7 @@ class Engine:
     async def _credentials(
         self,
         namespace: str,
-        found: Sequence[_Found],
+        found: Sequence[Found],
         pod_spec: Mapping[str, Any] | None,
         deadline_at: float | None = None,
     ) -> _Creds:
@@ -561,20 +550,19 @@ class Engine:
         if not repositories:
             return {}
         known: dict[tuple[str, str], Credential | None] = {}
-        cached = getattr(self.credentials, "lookup_cached", None)
-        if cached is not None:  # synchronous when every read is cached: no task per lookup
-            for registry, repository in repositories:
-                hit, credential = cached(
-                    namespace=namespace,
-                    registry=registry,
-                    repository=repository,
-                    pod_spec=pod_spec,
-                )
-                if hit:
-                    known[(registry, repository)] = credential
-            repositories = [r for r in repositories if r not in known]
-            if not repositories:
-                return known
+        # Synchronous when every read is cached: no task per lookup.
+        for registry, repository in repositories:
+            hit, credential = self.credentials.lookup_cached(
+                namespace=namespace,
+                registry=registry,
+                repository=repository,
+                pod_spec=pod_spec,
+            )
+            if hit:
+                known[(registry, repository)] = credential
+        repositories = [r for r in repositories if r not in known]
+        if not repositories:
+            return known
         try:
             async with asyncio.timeout(_remaining(deadline_at)):
                 looked_up = await asyncio.gather(
@@ -596,7 +584,7 @@ class Engine:
         return known | dict(zip(repositories, looked_up, strict=True))
 
     async def _resolve_all(
-        self, found: Sequence[_Found], creds: _Creds, deadline_at: float | None = None
+        self, found: Sequence[Found], creds: _Creds, deadline_at: float | None = None
     ) -> list[Resolution | errors.RegistryError]:
         """Resolve every reference concurrently (one request per distinct reference and
         credential; the resolver coalesces), all within the review's deadline."""
@@ -605,7 +593,7 @@ class Engine:
         if deadline_at is None:
             deadline_at = self._deadline_at()
 
-        async def one(f: _Found) -> Resolution | errors.RegistryError:
+        async def one(f: Found) -> Resolution | errors.RegistryError:
             try:
                 return await self.resolver.resolve(
                     f.ref,
@@ -618,10 +606,9 @@ class Engine:
         # Cache hits are answered synchronously (no task, no event-loop turn); only the
         # rest are resolved concurrently.
         results: list[Resolution | errors.RegistryError | None] = [None] * len(found)
-        peek = getattr(self.resolver, "peek", None)
         todo: list[int] = []
         for i, f in enumerate(found):
-            hit = peek(f.ref, credential=_credential_for(creds, f.ref)) if peek else None
+            hit = self.resolver.peek(f.ref, credential=_credential_for(creds, f.ref))
             if hit is not None:
                 results[i] = hit
             else:
@@ -653,41 +640,6 @@ def _unresolvable_warning(u: sites.Unresolvable) -> str:
     return f"{u.where}: {u.why}; kitpin cannot pin a value it cannot see"
 
 
-def _record(original: str, digest: str, resolved_at: datetime | None) -> dict[str, str]:
-    return {
-        "from": original,
-        "digest": digest,
-        "resolvedAt": types.rfc3339(resolved_at or datetime.now(UTC)),
-    }
-
-
-def _annotations(obj: Mapping[str, Any]) -> Mapping[str, Any]:
-    meta = obj.get("metadata")
-    if not isinstance(meta, Mapping):
-        return {}
-    annotations = meta.get("annotations")
-    return annotations if isinstance(annotations, Mapping) else {}
-
-
-def _read_pins(obj: Mapping[str, Any]) -> dict[str, dict[str, str]]:
-    """The ``kitpin.dev/pinned`` records of an object; an unreadable annotation counts as
-    none (it is ours to rewrite)."""
-    text = _annotations(obj).get(PINNED_ANNOTATION)
-    if not isinstance(text, str):
-        return {}
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return {}
-    if not isinstance(data, dict):
-        return {}
-    return {
-        k: {kk: vv for kk, vv in v.items() if isinstance(vv, str)}
-        for k, v in data.items()
-        if isinstance(k, str) and isinstance(v, dict)
-    }
-
-
 def _kept_digest(site: sites.Site, ref: refs.Reference, old_value: str | None) -> str | None:
     """The old object's digest for this site, if the reference itself did not change."""
     if old_value is None or not old_value.startswith(site.prefix):
@@ -711,19 +663,18 @@ def _pod_spec(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return spec if isinstance(spec, Mapping) else None
 
 
-def _not_a_modelkit(f: _Found, result: Resolution) -> str | None:
-    manifest = result.manifest
-    if manifest.format in MODEL_FORMATS:
+def not_a_modelkit_message(site: sites.Site, resolution: Resolution) -> str | None:
+    """Why ``resolution`` cannot be where ``site`` is, or None: a site that expects a ModelKit
+    (:attr:`sites.Site.expects_modelkit`) must hold a KitOps ModelKit or a CNCF ModelPack
+    (:func:`artifacts.model_format`). The webhook denies such an object; ``kitpin pin`` and
+    ``kitpin check`` fail with the same words."""
+    if not site.expects_modelkit:
         return None
-    if manifest.format == "oci-index" and manifest.artifact_type == KITOPS_INDEX_ARTIFACT_TYPE:
+    what = artifacts.not_a_modelkit(resolution.manifest)
+    if what is None:
         return None
-    what = {
-        "oci-index": "an image index (a multi-platform image or a list of artifacts)",
-        "other": "not a ModelKit (config media type "
-        f"{manifest.config_media_type or 'unknown'!r}; a container image or another artifact)",
-    }.get(manifest.format, manifest.format)
     return (
-        f"{f.site.where}: '{f.site.value}' resolves to {result.digest}, which is {what}; "
+        f"'{site.value}' resolves to {resolution.digest}, which is {what}; "
         "this field expects a KitOps ModelKit or a CNCF ModelPack (made with `kit pack`, "
         "optionally `--use-model-pack`): point it at the ModelKit's repository and tag"
     )

@@ -212,7 +212,11 @@ def test_not_a_modelkit_where_a_modelkit_is_expected(online: Online) -> None:
     assert result.code == 1, result
     (error,) = rows(result, "errors")
     assert (error["name"], error["reason"]) == ("init", "NotAModelKit")
-    assert error["message"].startswith(f"'{image}' resolves to {digest}, which is not a KitOps")
+    # the webhook's words (pinning.not_a_modelkit_message)
+    assert error["message"].startswith(
+        f"'{image}' resolves to {digest}, which is not a ModelKit (config media type"
+    )
+    assert "this field expects a KitOps ModelKit or a CNCF ModelPack" in error["message"]
     assert result.json()["summary"]["references"] == 2  # the image volume may hold any artifact
 
     as_text = online.check(text, output="text")

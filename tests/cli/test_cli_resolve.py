@@ -1,7 +1,7 @@
 """`kitpin resolve` against the real registry: the installed console script as a subprocess.
 
-Exit codes (controller/cli.py): 0 pinned; 1 the registry could not give a digest (the message
-names the cause and what to do); 2 invalid input: usage, reference or configuration.
+Exit codes (controller/cli/main.py): 0 pinned; 1 the registry could not give a digest (the
+message names the cause and what to do); 2 invalid input: usage, reference or configuration.
 """
 
 from __future__ import annotations

@@ -249,7 +249,11 @@ def test_not_a_modelkit_fails_where_a_modelkit_is_expected(
     )
     result = run_kitpin("pin", "--plain-http", "-f", env_site)
     assert result.returncode == 1
-    assert f"'{ref}' resolves to {digest}, which is not a KitOps ModelKit" in result.stderr
+    # the webhook's words (pinning.not_a_modelkit_message)
+    assert f"'{ref}' resolves to {digest}, which is not a ModelKit (config media type" in (
+        result.stderr
+    )
+    assert "this field expects a KitOps ModelKit or a CNCF ModelPack" in result.stderr
 
     # An image volume may mount any OCI artifact: pinned.
     volume_site = tmp_path / "volume.yaml"

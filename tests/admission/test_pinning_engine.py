@@ -1,118 +1,25 @@
-"""The admission engine's rules, with a fake resolver at the Resolver seam.
-
-The fake's digests have the real shape (sha256 of the canonical reference plus a version), so
-"the tag moved" is a version bump and every assertion compares real-looking digests.
-"""
+"""The admission engine's rules, with a fake resolver at the Resolver seam (pinning_fakes)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-import yaml
 
-from controller import errors, refs
+from controller import errors
 from controller.admission import pinning
-from controller.types import ArtifactFormat, Credential, Manifest, Resolution
-
-NOW = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
-
-
-class FakeResolver:
-    def __init__(self) -> None:
-        self.version: dict[str, int] = {}
-        self.formats: dict[str, ArtifactFormat] = {}
-        self.failures: dict[str, errors.RegistryError] = {}
-        self.stale: set[str] = set()
-        self.calls: list[tuple[str, Credential | None]] = []
-
-    def digest(self, canonical_tag: str) -> str:
-        seed = f"{canonical_tag}#{self.version.get(canonical_tag, 0)}"
-        return "sha256:" + hashlib.sha256(seed.encode()).hexdigest()
-
-    def move(self, canonical_tag: str) -> None:
-        self.version[canonical_tag] = self.version.get(canonical_tag, 0) + 1
-
-    async def resolve(
-        self,
-        ref: refs.Reference,
-        *,
-        credential: Credential | None = None,
-        deadline: float | None = None,
-    ) -> Resolution:
-        self.calls.append((ref.canonical, credential))
-        if ref.canonical_name in self.failures:
-            raise self.failures[ref.canonical_name]
-        digest = ref.digest or self.digest(f"{ref.canonical_name}:{ref.tag}")
-        fmt = self.formats.get(ref.canonical_name, "kitops-modelkit")
-        stale = ref.canonical_name in self.stale
-        return Resolution(
-            reference=ref,
-            digest=digest,
-            manifest=Manifest(
-                digest=digest,
-                media_type="application/vnd.oci.image.manifest.v1+json",
-                size=100,
-                format=fmt,
-                config_media_type="application/vnd.oci.image.config.v1+json"
-                if fmt == "other"
-                else None,
-            ),
-            resolved_at=NOW,
-            stale=stale,
-            source="stale" if stale else "registry",
-            stale_reason="connection refused" if stale else None,
-        )
-
-
-class RecordingCredentials:
-    def __init__(self, credential: Credential | None = None) -> None:
-        self.credential = credential
-        self.calls: list[tuple[str, str, bool]] = []
-
-    async def lookup(
-        self,
-        *,
-        namespace: str,
-        registry: str,
-        repository: str,
-        pod_spec: Mapping[str, Any] | None,
-    ) -> Credential | None:
-        self.calls.append((namespace, f"{registry}/{repository}", pod_spec is not None))
-        return self.credential
-
-
-DEPLOYMENT = """
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: llama, namespace: ml}
-spec:
-  replicas: 2
-  selector: {matchLabels: {app: llama}}
-  template:
-    metadata: {labels: {app: llama}}
-    spec:
-      initContainers:
-        - name: kitops-init
-          image: ghcr.io/kitops-ml/kitops-init:v1.7.0
-          env:
-            - {name: UNPACK_PATH, value: /models}
-            - {name: MODELKIT_REF, value: reg.example.com/llama:production}
-      containers:
-        - {name: server, image: vllm/vllm-openai:v0.9.0}
-"""
-ENV_PATH = "/spec/template/spec/initContainers/0/env/1/value"
-CANONICAL = "reg.example.com/llama:production"
-
-
-def load(text: str) -> dict[str, Any]:
-    obj = yaml.safe_load(text)
-    assert isinstance(obj, dict)
-    return obj
+from controller.types import Credential
+from tests.admission.pinning_fakes import (
+    CANONICAL,
+    DEPLOYMENT,
+    ENV_PATH,
+    FakeResolver,
+    RecordingCredentials,
+    load,
+    with_values,
+)
 
 
 def engine(resolver: FakeResolver, **settings: Any) -> pinning.Engine:
@@ -121,20 +28,6 @@ def engine(resolver: FakeResolver, **settings: Any) -> pinning.Engine:
 
 def review(obj: Mapping[str, Any], *, operation: str = "CREATE", **kw: Any) -> pinning.Review:
     return pinning.Review(operation=operation, namespace="ml", obj=obj, **kw)
-
-
-def with_values(obj: Mapping[str, Any], decision: pinning.Decision) -> dict[str, Any]:
-    """The object the apiserver stores: values and annotations applied."""
-    from controller import sites
-
-    new = sites.apply(obj, decision.values)
-    annotations = new.setdefault("metadata", {}).setdefault("annotations", {})
-    for key, value in decision.annotations.items():
-        if value is None:
-            annotations.pop(key, None)
-        else:
-            annotations[key] = value
-    return new
 
 
 async def test_create_pins_the_tag_keeps_it_and_records_the_annotation() -> None:

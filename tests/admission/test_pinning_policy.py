@@ -6,41 +6,19 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from controller import policy, refs
+from controller import policy
 from controller.admission import pinning
 from controller.resolver import ConfigCache
-from controller.types import Credential, Manifest
-from tests.pinning.test_pinning_engine import (
+from tests.admission.pinning_fakes import (
     CANONICAL,
     DEPLOYMENT,
     ENV_PATH,
+    FakeConfigs,
     FakeResolver,
+    cluster_policy,
     load,
     with_values,
 )
-
-
-def cluster_policy(name: str, spec: Mapping[str, Any]) -> policy.Policy:
-    return policy.parse_policy(
-        {
-            "apiVersion": "kitpin.dev/v1alpha1",
-            "kind": "ClusterModelKitPolicy",
-            "metadata": {"name": name, "generation": 1},
-            "spec": dict(spec),
-        }
-    )
-
-
-class FakeConfigs:
-    def __init__(self, kitfile: Mapping[str, Any]) -> None:
-        self.kitfile = kitfile
-        self.calls = 0
-
-    async def get_config(
-        self, ref: refs.Reference, manifest: Manifest, *, credential: Credential | None = None
-    ) -> Mapping[str, Any]:
-        self.calls += 1
-        return self.kitfile
 
 
 def review(obj: Mapping[str, Any], policies: list[policy.Policy], **kw: Any) -> pinning.Review:
@@ -75,6 +53,23 @@ async def test_validate_judges_the_reference_as_written_not_kitpins_own_pin() ->
         f"{CANONICAL}@{resolver.digest(CANONICAL)}"
     )
     assert (await engine.validate(review(own, [strict]))).allowed
+
+
+async def test_mutate_judges_an_object_kitpin_pinned_as_validate_does() -> None:
+    """An UPDATE of a pinned object (a policy added since, a re-apply of `kubectl get -o
+    yaml`): mutate refuses it with validate's words instead of passing it on."""
+    resolver = FakeResolver()
+    engine = pinning.Engine(resolver)
+    pinned = with_values(load(DEPLOYMENT), await engine.mutate(review(load(DEPLOYMENT), [])))
+    strict = cluster_policy("strict-gitops", {"tags": {"requireDigest": True}})
+    update = pinning.Review(
+        operation="UPDATE", namespace="ml", obj=pinned, old=pinned, policies=[strict]
+    )
+    mutated = await engine.mutate(update)
+    validated = await engine.validate(update)
+    assert mutated.denial is not None and validated.denial is not None
+    assert mutated.denial.message == validated.denial.message
+    assert f"'{CANONICAL}'" in mutated.denial.message  # as written, not kitpin's pin
 
 
 async def test_warn_mode_pins_admits_and_warns_with_policy_and_rule() -> None:

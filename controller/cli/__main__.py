@@ -1,0 +1,9 @@
+"""``python -m controller.cli``: the ``kitpin`` console script."""
+
+from __future__ import annotations
+
+import sys
+
+from controller.cli.main import main
+
+sys.exit(main())

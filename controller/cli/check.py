@@ -1,0 +1,556 @@
+"""``kitpin check``: evaluate ModelKit policies against Kubernetes YAML without changing it,
+as the validating webhook would (for CI). The evidence policy judges comes from
+:func:`controller.admission.evidence.build`, the webhook's own: an object kitpin pinned is
+judged as the user wrote it (its ``kitpin.dev/pinned`` records), a forged record is not."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+from controller import errors, manifests, policy, refs, sites
+from controller.admission import evidence, pinning
+from controller.cli import common
+
+if TYPE_CHECKING:
+    from controller.types import Resolution
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION: Final = """\
+Evaluate ModelKit policies (ClusterModelKitPolicy and ModelKitPolicy objects, read from the
+--policy files) against Kubernetes YAML without changing it: the same evaluation, with the
+same messages, as kitpin's validating webhook. Every violation is printed with its file,
+line, document, object, JSON path and rule; the exit code says whether the webhook would
+admit the objects (for CI: fail a pull request that names a ModelKit by a denied tag).
+
+Input: -f FILE, -f DIR (-R for subdirectories) or -f - for stdin, repeatable, as for `kitpin
+pin`. Every reference is checked, including ones that already carry a digest. An object
+kitpin pinned (`kubectl get -o yaml`) is judged as the webhook judges it: each reference as
+the user wrote it, read from kitpin's own kitpin.dev/pinned record.
+
+Namespaces: each object is checked in its metadata.namespace, else --namespace, else
+`default`; a ModelKitPolicy without metadata.namespace belongs to that same namespace. A
+ClusterModelKitPolicy's namespaceSelector is matched against --namespace-labels, plus
+kubernetes.io/metadata.name=<namespace>, which Kubernetes sets on every namespace. Objects
+in namespaces the webhook ignores (kube-system, kube-public, kube-node-lease, settings
+ignoredNamespaces, label kitpin.dev/ignore=true) are skipped, as the webhook skips them.
+
+--offline asks no registry: rules on the references themselves (repositories.*, tags.*) are
+evaluated; artifact and parent rules need the manifest or the Kitfile and are reported as
+not checked, without failing, and a non-ModelKit where a ModelKit is expected goes unnoticed.
+Without --offline, a reference is resolved where a ModelKit is expected or where a policy
+reads the artifact, and its Kitfile is read only when a rule needs it; a registry that cannot
+answer is an error (exit 1): the check could not complete.
+
+Exit codes: 0 no enforce-mode violation and no error (warn and audit violations are printed
+but pass); 1 an enforce-mode violation, an invalid reference, a non-ModelKit where a ModelKit
+is expected, or a registry failure; 2 usage, an invalid policy, unreadable or invalid YAML.
+"""
+
+DEFAULT_NAMESPACE: Final = "default"
+NAMESPACE_NAME_LABEL: Final = "kubernetes.io/metadata.name"
+"""The label Kubernetes puts on every namespace, holding its name."""
+
+
+def add_parser(sub: Any) -> None:
+    p = common.add_manifest_parser(
+        sub,
+        "check",
+        summary="evaluate ModelKit policies against Kubernetes YAML (for CI); changes nothing",
+        description=DESCRIPTION,
+    )
+    p.add_argument(
+        "--policy",
+        metavar="FILE|DIR",
+        action="append",
+        default=[],
+        help="ClusterModelKitPolicy/ModelKitPolicy YAML (several documents, or a kind: List as "
+        "kubectl get prints), or a directory of such files (repeatable; -R for subdirectories)",
+    )
+    p.add_argument(
+        "-n",
+        "--namespace",
+        metavar="NS",
+        default=None,
+        help="namespace of objects and ModelKitPolicies that do not name one (default: default)",
+    )
+    p.add_argument(
+        "--namespace-labels",
+        metavar="KEY=VALUE,...",
+        action="append",
+        default=[],
+        help="labels of the namespaces, for the namespaceSelector of cluster policies "
+        "(repeatable; kubernetes.io/metadata.name=<namespace> is always added)",
+    )
+    p.add_argument(
+        "--offline",
+        action="store_true",
+        help="ask no registry: check only rules on the references themselves (repositories, "
+        "tags, requireDigest); the others are reported as not checked",
+    )
+    p.add_argument(
+        "--output",
+        "-o",
+        choices=("text", "json"),
+        default="text",
+        help="text: one line per finding and a summary (default); json: one object",
+    )
+    common.add_resolution_flags(p)
+
+
+def _namespace_labels(given: Sequence[str]) -> dict[str, str]:
+    """``--namespace-labels team=ml,env=prod`` (repeatable) as a mapping."""
+    labels: dict[str, str] = {}
+    for text in given:
+        for item in text.split(","):
+            key, eq, value = item.strip().partition("=")
+            if not eq or not key.strip():
+                raise errors.ConfigError(
+                    f"--namespace-labels {text!r}: {item.strip()!r} is not KEY=VALUE "
+                    "(write team=ml,env=prod)"
+                )
+            labels[key.strip()] = value.strip()
+    return labels
+
+
+def _policy_documents(obj: object) -> list[object]:
+    """A document, or the items of a ``kind: List`` (what ``kubectl get cmkp -o yaml`` prints)."""
+    if (
+        isinstance(obj, Mapping)
+        and obj.get("kind") == "List"
+        and isinstance(obj.get("items"), list)
+    ):
+        return list(obj["items"])
+    return [obj]
+
+
+def _load_policies(args: argparse.Namespace) -> tuple[tuple[policy.Policy, ...], list[str]]:
+    """The policies of the ``--policy`` files, and every problem found in them (with file and
+    line, and the field the parser names)."""
+    if common.STDIN in args.policy:
+        raise manifests.ManifestError(
+            "--policy - : policies are read from files or directories, not from stdin"
+        )
+    loaded = common.load_manifests(args, None, names=args.policy)
+    default_namespace = args.namespace or DEFAULT_NAMESPACE
+    found: dict[policy.PolicyRef, tuple[str, policy.Policy]] = {}
+    problems: list[str] = []
+    for source, manifest in loaded:
+        for document in manifest.documents:
+            at = f"{source.name}:{document.line}"
+            try:
+                parsed = policy.parse_policies(
+                    _policy_documents(document.obj), default_namespace=default_namespace
+                )
+            except errors.ConfigError as e:
+                problems.append(f"{at}: {e}")
+                continue
+            for p in parsed:
+                first = found.get(p.ref)
+                if first is not None:
+                    problems.append(
+                        f"{at}: {p.display} is defined twice (first at {first[0]}); a cluster "
+                        "holds one object per name"
+                    )
+                    continue
+                found[p.ref] = (at, p)
+    if not found and not problems:
+        problems.append(
+            f"no {policy.CLUSTER_KIND} or {policy.NAMESPACED_KIND} (apiVersion "
+            f"{policy.API_VERSION}) in --policy {' '.join(args.policy)}"
+        )
+    return tuple(p for _, p in found.values()), problems
+
+
+@dataclass(kw_only=True)
+class _Checked:
+    """One reference of a reviewed object, and what the registry said about it."""
+
+    located: manifests.Located
+    ref: refs.Reference | None
+    """None when the text is not a valid reference (``problems`` says why)."""
+    applicable: tuple[policy.Policy, ...]
+    resolve: bool = False
+    resolution: Resolution | None = None
+    config: Mapping[str, Any] | None = None
+    problems: list[tuple[str, str]] = field(default_factory=list)
+    """(reason, message) of each error: invalid, not a ModelKit, registry failures."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Reviewed:
+    """One object with references, checked as the validating webhook reviews it."""
+
+    order: int
+    """Index of its input (output follows the input order)."""
+    obj: Mapping[str, Any]
+    """The object itself: its ``kitpin.dev/pinned`` records say what the user wrote."""
+    kind: str
+    name: str | None
+    namespace: str
+    labels: Mapping[str, str]
+    applicable: tuple[policy.Policy, ...]
+    references: tuple[_Checked, ...]
+
+    def finding(self, located: manifests.Located, text: str, **details: object) -> _Finding:
+        """A finding at ``located``: where it is (the fields every finding has), then
+        ``details``; ``text`` is what its text line says after the location."""
+        where = {
+            "file": located.source,
+            "line": located.line,
+            "document": located.document + 1,
+            "kind": self.kind,
+            "name": self.name,
+            "namespace": self.namespace,
+            "path": located.pointer,
+            "where": located.site.where,
+            "reference": located.site.value,
+        }
+        return _Finding(
+            order=(self.order, located.document, located.line, located.column),
+            fields={**where, **details},
+            text=text,
+        )
+
+
+def _object_at(document: object, base: str) -> Mapping[str, Any]:
+    """The object at ``base``: the document, or an item of a list."""
+    item = sites.get(document, base)
+    return item if isinstance(item, Mapping) else {}
+
+
+def _identity(
+    document: object, base: str, obj: Mapping[str, Any]
+) -> tuple[str, str | None, str | None]:
+    """Kind, name and namespace of ``obj``, the object at ``base`` (the document, or a list
+    item; an item of a typed list such as DeploymentList takes its kind from the list)."""
+    kind = obj.get("kind")
+    if not isinstance(kind, str) and "/items/" in base:
+        parent = sites.get(document, base[: base.rfind("/items/")])
+        list_kind = parent.get("kind") if isinstance(parent, Mapping) else None
+        kind = list_kind.removesuffix("List") if isinstance(list_kind, str) else None
+    metadata = obj.get("metadata")
+    meta: Mapping[str, Any] = metadata if isinstance(metadata, Mapping) else {}
+    name, namespace = meta.get("name"), meta.get("namespace")
+    return (
+        kind if isinstance(kind, str) and kind else "object",
+        name if isinstance(name, str) and name else None,
+        namespace if isinstance(namespace, str) and namespace else None,
+    )
+
+
+def _review(
+    loaded: Sequence[tuple[common.Input, manifests.Manifest]],
+    policies: Sequence[policy.Policy],
+    *,
+    namespace: str,
+    labels: Mapping[str, str],
+    ignored_namespaces: frozenset[str],
+    offline: bool,
+) -> tuple[list[_Reviewed], int]:
+    """Every object that has references, with the policies that apply to it and which of its
+    references need the registry; and how many objects were skipped (ignored namespaces)."""
+    reviewed: list[_Reviewed] = []
+    skipped = 0
+    for order, (_, manifest) in enumerate(loaded):
+        for document in manifest.documents:
+            by_object: dict[str, list[manifests.Located]] = {}
+            for located in document.located:
+                base = located.pointer[: len(located.pointer) - len(located.site.path)]
+                by_object.setdefault(base, []).append(located)
+            for base, located_sites in by_object.items():
+                obj = _object_at(document.obj, base)
+                kind, name, own_namespace = _identity(document.obj, base, obj)
+                ns = own_namespace or namespace
+                ns_labels = {**labels, NAMESPACE_NAME_LABEL: ns}
+                if ns in ignored_namespaces or ns_labels.get(pinning.IGNORE_LABEL) == "true":
+                    logger.info("%s: skipped: namespace %s is ignored", located_sites[0], ns)
+                    skipped += 1
+                    continue
+                applicable = policy.matching(policies, namespace=ns, namespace_labels=ns_labels)
+                reads_artifact = not offline and policy.needs_resolution(applicable)
+                checked: list[_Checked] = []
+                for located in located_sites:
+                    site = located.site
+                    try:
+                        ref = refs.parse(site.reference_text, grammar=site.grammar)
+                    except errors.ReferenceError as e:
+                        checked.append(
+                            _Checked(
+                                located=located,
+                                ref=None,
+                                applicable=applicable,
+                                problems=[(e.reason, str(e))],
+                            )
+                        )
+                        continue
+                    resolve = not offline and (site.expects_modelkit or reads_artifact)
+                    checked.append(
+                        _Checked(located=located, ref=ref, applicable=applicable, resolve=resolve)
+                    )
+                reviewed.append(
+                    _Reviewed(
+                        order=order,
+                        obj=obj,
+                        kind=kind,
+                        name=name,
+                        namespace=ns,
+                        labels=ns_labels,
+                        applicable=applicable,
+                        references=tuple(checked),
+                    )
+                )
+    return reviewed, skipped
+
+
+async def _look_up(wanted: Sequence[_Checked], access: common.Access) -> None:
+    """Resolve ``wanted`` (deduplicated, concurrently, within the deadline), flag
+    non-ModelKits where a ModelKit is expected, and read the config blob (Kitfile) of those
+    whose policies need it (:func:`policy.needs_config`); failures go into ``problems``."""
+    from controller.resolver import ConfigCache
+
+    async with common.registry(access) as (client, resolver):
+        references = [c.ref for c in wanted if c.ref is not None]
+        results = await common.resolve_all(resolver, references, access)
+        for checked, result in zip(wanted, results, strict=True):
+            value = checked.located.site.value
+            if isinstance(result, errors.RegistryError):
+                checked.problems.append((result.reason, f"cannot check '{value}': {result}"))
+                continue
+            checked.resolution = result
+            problem = pinning.not_a_modelkit_message(checked.located.site, result)
+            if problem is not None:
+                checked.problems.append((pinning.Reason.NOT_A_MODELKIT, problem))
+
+        configs = ConfigCache(client)
+        limit = asyncio.Semaphore(common.CONCURRENCY)
+
+        async def read_config(
+            checked: _Checked, ref: refs.Reference, resolution: Resolution
+        ) -> None:
+            value = checked.located.site.value
+            async with limit:
+                try:
+                    async with asyncio.timeout(access.deadline):
+                        checked.config = await configs.get_config(
+                            ref, resolution.manifest, credential=access.credential(ref)
+                        )
+                except TimeoutError:
+                    checked.problems.append(
+                        (
+                            errors.RegistryTimeoutError.reason,
+                            f"reading the Kitfile of '{value}' took longer than the "
+                            f"{access.deadline:g}s deadline",
+                        )
+                    )
+                except errors.RegistryError as e:
+                    checked.problems.append(
+                        (e.reason, f"cannot read the Kitfile of '{value}': {e}")
+                    )
+
+        await asyncio.gather(
+            *(
+                read_config(c, c.ref, c.resolution)
+                for c in wanted
+                if c.ref is not None
+                and c.resolution is not None
+                and policy.needs_config(c.applicable, c.resolution.manifest)
+            )
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Finding:
+    order: tuple[int, int, int, int]
+    fields: dict[str, Any]
+    text: str
+    """What the text line says after the location."""
+
+    @property
+    def line(self) -> str:
+        f = self.fields
+        obj = f"{f['kind']}/{f['name']}" if f["name"] else f["kind"]
+        return f"{f['file']}:{f['line']}: doc {f['document']} {obj} {f['path']}: {self.text}"
+
+
+@dataclass(kw_only=True)
+class _Report:
+    violations: list[_Finding] = field(default_factory=list)
+    errors: list[_Finding] = field(default_factory=list)
+    unchecked: list[_Finding] = field(default_factory=list)
+
+
+def _rule_finding(
+    obj: _Reviewed,
+    at: Mapping[str, manifests.Located],
+    item: policy.Violation | policy.Unchecked,
+    tag: str,
+    text: str,
+    *,
+    message: str,
+) -> _Finding:
+    """A violation (with its reason) or a rule not checked: policy, rule, mode, message."""
+    details: dict[str, object] = {"policy": str(item.policy), "rule": item.rule}
+    if isinstance(item, policy.Violation):
+        details["reason"] = item.reason
+    return obj.finding(
+        at[item.path],
+        f"[{tag}] {item.policy} rule {item.rule}: {text}",
+        **details,
+        mode=item.mode,
+        message=message,
+    )
+
+
+def _findings(objects: Sequence[_Reviewed], *, offline: bool) -> _Report:
+    """Evaluate every object's policies (:func:`policy.evaluate`, as the webhook does) and
+    turn violations, errors and rules not checked into findings, in input order."""
+    report = _Report()
+    for obj in objects:
+        for checked in obj.references:
+            for reason, message in checked.problems:
+                report.errors.append(
+                    obj.finding(
+                        checked.located,
+                        f"[error] {reason}: {message}",
+                        reason=reason,
+                        message=message,
+                    )
+                )
+        found = [
+            evidence.Found(site=c.located.site, ref=c.ref)
+            for c in obj.references
+            if c.ref is not None
+        ]
+        if not obj.applicable or not found:
+            continue
+        # What the webhook's policy sees: each reference as the user wrote it (the object's
+        # kitpin.dev/pinned records), with what the registry said.
+        judged = evidence.build(
+            obj.obj,
+            found,
+            resolutions={
+                c.located.site.path: c.resolution
+                for c in obj.references
+                if c.resolution is not None
+            },
+            configs={c.located.site.path: c.config for c in obj.references if c.config is not None},
+        )
+        verdict = policy.evaluate(
+            obj.applicable, namespace=obj.namespace, namespace_labels=obj.labels, evidence=judged
+        )
+        at = {c.located.site.path: c.located for c in obj.references}
+        for v in verdict.violations:
+            said = v.message.removeprefix(f"{v.policy} rule {v.rule}: ")
+            report.violations.append(_rule_finding(obj, at, v, v.mode, said, message=v.message))
+        note = " (offline)" if offline else ""
+        for u in verdict.unchecked:
+            text = f"not checked{note}: {u.why}"
+            report.unchecked.append(_rule_finding(obj, at, u, "unchecked", text, message=u.why))
+    for findings in (report.violations, report.errors, report.unchecked):
+        findings.sort(key=lambda f: f.order)
+    return report
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def run(args: argparse.Namespace) -> int:
+    config = common.load_settings(args)
+    deadline = common.deadline_seconds(args, config)
+    labels = _namespace_labels(args.namespace_labels)
+    policies: tuple[policy.Policy, ...] = ()
+    if args.policy:
+        policies, problems = _load_policies(args)
+        for problem in problems:
+            print(f"kitpin: invalid policy: {problem}", file=sys.stderr)
+        if problems:
+            return common.EXIT_USAGE
+    loaded = common.load_manifests(args, config.admission.sites)
+    objects, skipped = _review(
+        loaded,
+        policies,
+        namespace=args.namespace or DEFAULT_NAMESPACE,
+        labels=labels,
+        ignored_namespaces=config.admission.ignored_namespaces,
+        offline=args.offline,
+    )
+    wanted = [c for obj in objects for c in obj.references if c.resolve]
+    if wanted:
+        access = common.registry_access(args, config, deadline, (c.ref for c in wanted if c.ref))
+        asyncio.run(_look_up(wanted, access))
+    report = _findings(objects, offline=args.offline)
+    unresolvable = [
+        {
+            "file": u.source,
+            "line": u.line,
+            "document": document.index + 1,
+            "object": u.obj,
+            "path": u.unresolvable.path,
+            "where": u.unresolvable.where,
+            "message": u.unresolvable.why,
+        }
+        for _, manifest in loaded
+        for document in manifest.documents
+        for u in document.unresolvable
+    ]
+
+    modes: dict[str, int] = {
+        mode: sum(f.fields["mode"] == mode for f in report.violations) for mode in policy.MODES
+    }
+    code = common.EXIT_FAILED if modes["enforce"] or report.errors else common.EXIT_OK
+    references = sum(len(obj.references) for obj in objects)
+    summary: dict[str, object] = {
+        "violations": len(report.violations),
+        **modes,
+        "errors": len(report.errors),
+        "unchecked": len(report.unchecked),
+        "objects": len(objects),
+        "references": references,
+        "skipped": skipped,
+        "policies": len(policies),
+        "offline": bool(args.offline),
+        "exitCode": code,
+    }
+    if args.output == "json":
+        print(
+            json.dumps(
+                {
+                    "violations": [f.fields for f in report.violations],
+                    "errors": [f.fields for f in report.errors],
+                    "unchecked": [f.fields for f in report.unchecked],
+                    "unresolvable": unresolvable,
+                    "summary": summary,
+                },
+                indent=2,
+            )
+        )
+        return code
+
+    for u in unresolvable:
+        common.warn(f"{u['file']}:{u['line']}: {u['object']}: {u['where']}: {u['message']}")
+    for finding in sorted([*report.violations, *report.errors], key=lambda f: f.order):
+        print(finding.line)
+    for finding in report.unchecked:
+        print(finding.line)
+    text = (
+        f"{_plural(len(report.violations), 'violation')} ({modes['enforce']} enforce, "
+        f"{modes['warn']} warn, {modes['audit']} audit) in {_plural(len(objects), 'object')}; "
+        f"{_plural(references, 'reference')} checked"
+    )
+    if report.errors:
+        text += f"; {_plural(len(report.errors), 'error')}"
+    if report.unchecked:
+        text += f"; {len(report.unchecked)} not checked{' (offline)' if args.offline else ''}"
+    if skipped:
+        text += f"; {_plural(skipped, 'object')} in ignored namespaces skipped"
+    print(text)
+    return code
