@@ -35,7 +35,7 @@ with kubeapi.kubernetes_client_hidden():
 
     from controller import audit, kubecreds, settings
     from controller import metrics as metrics_mod
-    from controller.admission import pinning, server, webhook
+    from controller.admission import decide, fastpath, pinning, server, webhook
     from controller.registry.client import RegistryClient
     from controller.resolver import ConfigCache, Resolver
 
@@ -246,9 +246,9 @@ async def _serve(
         resources = list(webhook.BUILTIN_RESOURCES) + webhook.extra_resources(
             admission.sites.extra_sites
         )
-        ids = webhook.register(
-            registry, engine, metrics=metrics, resources=resources, recorder=recorder
-        )
+        # One Admission (engine, metrics, audit trail) for kopf's handlers and the fast path.
+        admitting = decide.Admission(engine, metrics=metrics, recorder=recorder)
+        ids = webhook.register(registry, admitting, resources=resources)
         logger.info("webhook handlers: %s", ", ".join(ids))
 
         flusher: list[asyncio.Task[None]] = []
@@ -271,11 +271,9 @@ async def _serve(
             pkeyfile=str(key_file),
             cafile=str(ca_file) if ca_file else None,
             metrics_render=metrics.render,
-            # kitpin's own webhooks skip kopf's generic admission path (see webhook.FastPath);
+            # kitpin's own webhooks skip kopf's generic admission path (see fastpath.FastPath);
             # kopf still serves everything else and manages the configurations in --dev.
-            fast_review=webhook.FastPath(
-                webhook.Admission(engine, metrics=metrics, recorder=recorder), resources
-            ).serve,
+            fast_review=fastpath.FastPath(admitting, webhook.routes(resources)).serve,
         )
         kopf_settings.admission.managed = MANAGED_CONFIG_NAME if managed else None
         kopf_settings.posting.enabled = False

@@ -10,8 +10,10 @@ serves, on the same port (so probes prove the webhook port itself answers):
 - ``GET /metrics`` — Prometheus exposition of :mod:`controller.metrics`.
 
 kitpin's own webhooks (``/pin-*``, ``/check-*``) are answered by ``fast_review``
-(:class:`controller.admission.webhook.FastPath`) before kopf's generic admission machinery; kopf
-serves everything else (and the same reviews, should the fast path decline one).
+(:meth:`controller.admission.fastpath.FastPath.serve`) before kopf's generic admission
+machinery; kopf serves everything else (and the same reviews, should the fast path decline
+one). What this needs of kopf beyond its public API goes through
+:mod:`controller.admission.kopfcompat`.
 
 Certificate files are re-read when they change (cert-manager rotations), like kopf does.
 """
@@ -28,14 +30,15 @@ from typing import Any
 import aiohttp.web
 import kopf
 import orjson
-from kopf._core.engines import admission as kopf_admission  # its error types: no public alias
+
+from controller.admission import kopfcompat
 
 logger = logging.getLogger(__name__)
 
 MAX_BODY = 8 * 1024 * 1024
 
 FastReview = Callable[
-    [Mapping[str, Any], str | None, Mapping[str, Any]], Awaitable[dict[str, Any] | None]
+    [Mapping[str, Any], str | None, Mapping[str, Any]], Awaitable[Mapping[str, object] | None]
 ]
 """``(review, handler id, kopf's indexes) -> response or None``: answers a review before
 kopf's generic admission machinery does; None hands it to kopf."""
@@ -77,7 +80,7 @@ class WebhookServer(kopf.WebhookServer):
             )
 
         while True:
-            cadata, context = self._build_ssl()
+            cadata, context = kopfcompat.ssl_context(self)
             prefix = self.path.rstrip("/") if self.path else ""
             app = aiohttp.web.Application(client_max_size=self.max_body)
             app.add_routes(
@@ -91,15 +94,15 @@ class WebhookServer(kopf.WebhookServer):
             runner = aiohttp.web.AppRunner(app, handle_signals=False, access_log=None)
             await runner.setup()
             try:
-                port = self.port or self._allocate_free_port()
+                port = self.port or kopfcompat.free_port()
                 site = aiohttp.web.TCPSite(
                     runner, self.addr or None, port, ssl_context=context, reuse_address=True
                 )
                 await site.start()
                 scheme = "http" if context is None else "https"
-                host = self.host or self._get_accessible_addr(self.addr)
+                host = self.host or kopfcompat.accessible_host(self.addr)
                 config: kopf.WebhookClientConfig = {
-                    "url": self._build_url(scheme, host, port, self.path or "")
+                    "url": kopfcompat.url(scheme, host, port, self.path or "")
                 }
                 if cadata is not None:
                     config["caBundle"] = base64.b64encode(cadata).decode("ascii")
@@ -123,7 +126,7 @@ class WebhookServer(kopf.WebhookServer):
         if self.fast_review is not None and isinstance(data, dict):
             # kopf binds its indexes (namespace labels, policies) into the function it hands
             # to webhook servers; the fast path reads the same ones.
-            indexes = getattr(fn, "keywords", {}).get("indices")
+            indexes = kopfcompat.indexes(fn)
             if indexes is not None:
                 answer = await self.fast_review(data, webhook, indexes)
                 if answer is not None:
@@ -138,9 +141,9 @@ class WebhookServer(kopf.WebhookServer):
                 sslpeer=sslpeer,
                 headers=dict(request.headers),
             )
-        except kopf_admission.UnknownResourceError as e:
+        except kopfcompat.UnknownResourceError as e:
             raise aiohttp.web.HTTPNotFound(reason=str(e) or None) from e
-        except kopf_admission.WebhookError as e:
+        except kopfcompat.WebhookError as e:
             raise aiohttp.web.HTTPBadRequest(reason=str(e) or None) from e
         return aiohttp.web.Response(body=orjson.dumps(response), content_type="application/json")
 
