@@ -1,8 +1,8 @@
 """The admission engine: what kitpin decides for one object. No kopf, no HTTP.
 
-The handlers in :mod:`controller.admission.webhook` turn an AdmissionReview into a
-:class:`Review`, call :meth:`Engine.mutate` or :meth:`Engine.validate`, and turn the
-:class:`Decision` back into an AdmissionReview answer.
+The fast path and the kopf handlers turn an AdmissionReview into a :class:`Review`
+(:mod:`.indexes`), call :meth:`Engine.mutate` or :meth:`Engine.validate` (through
+:class:`.decide.Admission`), and :mod:`.response` turns the :class:`Decision` into the answer.
 
 Mutation rules (each outcome has a named reason, see ``Reason``):
 

@@ -4,6 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from controller.cli.main import main
+from controller.cli.app import main
 
 sys.exit(main())

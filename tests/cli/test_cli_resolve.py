@@ -1,6 +1,6 @@
 """`kitpin resolve` against the real registry: the installed console script as a subprocess.
 
-Exit codes (controller/cli/main.py): 0 pinned; 1 the registry could not give a digest (the
+Exit codes (controller/cli/app.py): 0 pinned; 1 the registry could not give a digest (the
 message names the cause and what to do); 2 invalid input: usage, reference or configuration.
 """
 
