@@ -73,12 +73,13 @@ manifests: venv tools ## Copy deploy/crds/ into charts/kitpin/crds/ and render d
 	$(PY) -m hack.manifests
 
 .PHONY: verify
-verify: venv tools ## Regenerate the chart's CRDs and deploy/ (make manifests); fail if that changes a committed file.
+verify: venv tools ## Regenerate the chart's CRDs and deploy/ (make manifests); fail if a generated file differs from git.
 	$(PY) -m hack.manifests
-	@changed=$$(git status --porcelain -- charts/kitpin/crds deploy); \
+	@generated="charts/kitpin/crds deploy/kitpin.yaml deploy/kustomization.yaml"; \
+	changed=$$(git status --porcelain -- $$generated); \
 	if [ -n "$$changed" ]; then \
 	  echo "make verify: generated files differ from the committed ones:"; echo "$$changed"; \
-	  git --no-pager diff --stat -- charts/kitpin/crds deploy; \
+	  git --no-pager diff --stat -- $$generated; \
 	  echo "run 'make manifests' and commit the result"; exit 1; \
 	fi
 
