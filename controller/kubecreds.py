@@ -10,7 +10,12 @@ Reads are cached briefly (``ttl``) and concurrent reads of one object share one 
 rollout of many Pods does not cost the apiserver one GET per Pod, not even for the Pods that
 arrive together before the first answer. A missing or unreadable secret is skipped
 (logged): resolution then proceeds with the next credential or anonymously, and a private
-repository answers 401, which the denial reports with what to do.
+repository answers 401, which the denial reports with what to do. An unusable one (not a
+pull secret, not base64, not a docker config.json, JSON nested thousands of levels deep) is
+skipped too, with one warning naming it, and remembered as unusable like a good one is
+remembered: for ``ttl``, and after that for as long as its ``resourceVersion`` stays the
+same (it is read again, but neither parsed nor reported again). The caches are bounded
+(:data:`MAX_CACHED`): Pods naming ever new secrets cannot grow them without end.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ import base64
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Final, Protocol, TypeVar
 
 from controller import errors, kubeapi
 from controller.flights import Flights
@@ -33,6 +39,21 @@ PULL_SECRET_TYPES = frozenset({"kubernetes.io/dockerconfigjson", "kubernetes.io/
 READ_TIMEOUT = 3.0
 """Seconds for one read of a ServiceAccount or a Secret."""
 
+MAX_CACHED: Final = 10_000
+"""ServiceAccounts, and Secrets, remembered at most (each cache): when full, expired entries
+go first, then the oldest."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SecretRead:
+    """A Secret as read: what kitpin needs of it."""
+
+    type: str
+    data: Mapping[str, str]
+    """Its ``data``: base64 values by key."""
+    resource_version: str = ""
+    """``metadata.resourceVersion``; ``""`` when unknown (then it is parsed at every read)."""
+
 
 class KubeReader(Protocol):
     """The two reads kitpin needs (``get`` by name, never ``list``)."""
@@ -41,9 +62,18 @@ class KubeReader(Protocol):
         """The names in its ``imagePullSecrets``; None when absent/forbidden."""
         ...
 
-    async def secret(self, namespace: str, name: str) -> tuple[str, Mapping[str, str]] | None:
-        """(type, base64 data) or None when absent/forbidden."""
+    async def secret(self, namespace: str, name: str) -> SecretRead | None:
+        """The Secret, or None when absent/forbidden."""
         ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Cached:
+    """A Secret's outcome: its keychain (None: absent or unusable) until ``expires``."""
+
+    expires: float
+    keychain: Keychain | None
+    resource_version: str
 
 
 class ApiReader:
@@ -68,13 +98,19 @@ class ApiReader:
             if isinstance(entry, Mapping) and isinstance(entry.get("name"), str) and entry["name"]
         ]
 
-    async def secret(self, namespace: str, name: str) -> tuple[str, Mapping[str, str]] | None:
+    async def secret(self, namespace: str, name: str) -> SecretRead | None:
         secret = await self._get("pull secret", namespace, "secrets", name)
         if secret is None:
             return None
         raw = secret.get("data")
         data = {str(k): str(v) for k, v in raw.items()} if isinstance(raw, Mapping) else {}
-        return str(secret.get("type") or ""), data
+        metadata = secret.get("metadata")
+        version = metadata.get("resourceVersion") if isinstance(metadata, Mapping) else None
+        return SecretRead(
+            type=str(secret.get("type") or ""),
+            data=data,
+            resource_version=version if isinstance(version, str) else "",
+        )
 
     async def _get(
         self, what: str, namespace: str, resource: str, name: str
@@ -103,7 +139,7 @@ class NamespaceCredentials:
         self._ttl = ttl
         self._clock = clock
         self._sa_cache: dict[tuple[str, str], tuple[float, list[str]]] = {}
-        self._secret_cache: dict[tuple[str, str], tuple[float, Keychain | None]] = {}
+        self._secret_cache: dict[tuple[str, str], _Cached] = {}
         # Reads in flight, joined by concurrent lookups of the same object: the first Pods of
         # a rollout in a namespace arrive together, and must cost the apiserver one read each.
         self._sa_reads: Flights[tuple[str, str], list[str]] = Flights()
@@ -161,9 +197,9 @@ class NamespaceCredentials:
                 names.extend(n for n in hit[1] if n not in names)
         for name in names:
             cached = self._secret_cache.get((namespace, name))
-            if not cached or cached[0] <= now:
+            if not cached or cached.expires <= now:
                 return False, None
-            keychain = cached[1]
+            keychain = cached.keychain
             credential = keychain.lookup(registry, repository=repository) if keychain else None
             if credential is not None:
                 return True, credential
@@ -180,7 +216,9 @@ class NamespaceCredentials:
         async def read() -> list[str]:
             found = await self._reader.service_account_pull_secrets(namespace, name)
             value = found or []
-            self._sa_cache[key] = (self._clock() + self._ttl, value)
+            now = self._clock()
+            entry = (now + self._ttl, value)
+            _remember(self._sa_cache, key, entry, now=now, expires=lambda e: e[0])
             return value
 
         return await self._sa_reads.result(key, read)
@@ -188,30 +226,63 @@ class NamespaceCredentials:
     async def _keychain(self, namespace: str, name: str) -> Keychain | None:
         key = (namespace, name)
         hit = self._secret_cache.get(key)
-        if hit and hit[0] > self._clock():
-            return hit[1]
+        if hit and hit.expires > self._clock():
+            return hit.keychain
 
         async def read() -> Keychain | None:
-            keychain = await self._read_keychain(namespace, name)
-            self._secret_cache[key] = (self._clock() + self._ttl, keychain)
+            found = await self._reader.secret(namespace, name)
+            before = self._secret_cache.get(key)
+            version = found.resource_version if found is not None else ""
+            if found is None:
+                keychain = None
+            elif version and before is not None and before.resource_version == version:
+                keychain = before.keychain  # unchanged: neither parsed nor reported again
+            else:
+                keychain = _keychain_of(found, namespace, name)
+            now = self._clock()
+            entry = _Cached(expires=now + self._ttl, keychain=keychain, resource_version=version)
+            _remember(self._secret_cache, key, entry, now=now, expires=lambda e: e.expires)
             return keychain
 
         return await self._secret_reads.result(key, read)
 
-    async def _read_keychain(self, namespace: str, name: str) -> Keychain | None:
-        found = await self._reader.secret(namespace, name)
-        if found is None:
-            return None
-        kind, data = found
-        if kind not in PULL_SECRET_TYPES:
-            logger.info(
-                "secret %s/%s has type %r, not a pull secret; skipped", namespace, name, kind
-            )
-            return None
-        field = ".dockerconfigjson" if kind == "kubernetes.io/dockerconfigjson" else ".dockercfg"
-        try:
-            raw = base64.b64decode(data.get(field, ""), validate=True)
-            return Keychain.from_dockerconfigjson(raw, source=f"secret {namespace}/{name}")
-        except (ValueError, errors.ConfigError) as e:
-            logger.warning("pull secret %s/%s is unusable: %s", namespace, name, e)
-            return None
+
+def _keychain_of(secret: SecretRead, namespace: str, name: str) -> Keychain | None:
+    """The keychain of a pull secret; None (with one warning naming it) when unusable."""
+    if secret.type not in PULL_SECRET_TYPES:
+        logger.info(
+            "secret %s/%s has type %r, not a pull secret; skipped", namespace, name, secret.type
+        )
+        return None
+    field = ".dockerconfigjson" if secret.type == "kubernetes.io/dockerconfigjson" else ".dockercfg"
+    source = f"secret {namespace}/{name}"
+    try:
+        raw = base64.b64decode(secret.data.get(field, ""), validate=True)
+    except ValueError:
+        logger.warning(
+            "pull secret skipped: %s: %s is not base64; re-create the secret", source, field
+        )
+        return None
+    try:
+        return Keychain.from_dockerconfigjson(raw, source=source)
+    except errors.ConfigError as e:
+        logger.warning("pull secret skipped: %s", e)
+        return None
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _remember(
+    cache: dict[K, V], key: K, value: V, *, now: float, expires: Callable[[V], float]
+) -> None:
+    """``cache[key] = value``, keeping at most :data:`MAX_CACHED` entries: expired ones
+    (``expires(value) <= now``) go first, then the oldest."""
+    cache.pop(key, None)
+    if len(cache) >= MAX_CACHED:
+        for stale in [k for k, v in cache.items() if expires(v) <= now]:
+            del cache[stale]
+        while len(cache) >= MAX_CACHED:
+            del cache[next(iter(cache))]
+    cache[key] = value

@@ -14,12 +14,11 @@ shows (see :func:`controller.admission.evidence.as_written`).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from controller import types
+from controller import jsonlimits, types
 
 PINNED_ANNOTATION: Final = "kitpin.dev/pinned"
 UNPINNED_ANNOTATION: Final = "kitpin.dev/unpinned"
@@ -53,7 +52,7 @@ def read(obj: Mapping[str, Any]) -> dict[str, Record]:
     if not isinstance(text, str):
         return {}
     try:
-        data = json.loads(text)
+        data = jsonlimits.loads(text)  # depth- and size-bounded: the text is user-written
     except ValueError:
         return {}
     if not isinstance(data, dict):

@@ -6,12 +6,11 @@ approved (:func:`license_approved`). Pure.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from controller import artifacts, errors, refs
+from controller import artifacts, errors, jsonlimits, refs
 from controller.policy.model import Evidence
 
 
@@ -40,7 +39,7 @@ def kitfile_of(evidence: Evidence) -> Mapping[str, Any] | None:
         if text is None:
             return None
         try:
-            data = json.loads(text)
+            data = jsonlimits.loads(text)  # bounded: the registry wrote it
         except ValueError:
             return None
         return data if isinstance(data, Mapping) else None

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import base64
 import datetime
-import json
 import logging
 import string
 import time
@@ -49,7 +48,7 @@ from typing import Final, TypedDict
 
 import httpx
 
-from controller import errors, types
+from controller import errors, jsonlimits, types
 from controller.registry import hosts
 from controller.types import Credential
 
@@ -67,6 +66,7 @@ __all__ = [
     "default_scope",
     "describe_credential",
     "endpoint_key",
+    "is_header_safe",
     "parse_challenges",
     "parse_token_response",
 ]
@@ -75,6 +75,10 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_TOKEN_LIFETIME: Final = 60.0
 """Seconds a token lives when the token endpoint does not say (the token spec's default)."""
+
+MAX_TOKEN_LIFETIME: Final = 3600.0
+"""A token is kept at most this long, whatever ``expires_in`` says (a registry's tokens live
+minutes; a token revoked early is refused and fetched again anyway)."""
 
 MAX_TOKEN_MARGIN: Final = 10.0
 """A token is dropped this many seconds (at most a tenth of its life) before it expires."""
@@ -208,13 +212,17 @@ class TokenResponse(TypedDict, total=False):
 
 
 def parse_token_response(body: bytes, *, now: float) -> tuple[str, float]:
-    """``(token, expires_at)`` from a token endpoint's answer; ``expires_at`` is a
-    :func:`time.time` instant already shortened by the safety margin. Raises
-    :class:`errors.BadResponseError` (without the registry fields: the caller adds them)."""
+    """``(token, expires_at)`` from a token endpoint's answer (decoded by
+    :func:`controller.jsonlimits.loads`); ``expires_at`` is a :func:`time.time` instant
+    already shortened by the safety margin, the lifetime at most :data:`MAX_TOKEN_LIFETIME`.
+    Raises :class:`errors.BadResponseError` (without the registry fields: the caller adds
+    them)."""
     try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise errors.BadResponseError("the token endpoint answered with invalid JSON") from e
+        document = jsonlimits.loads(body)
+    except jsonlimits.DecodeError as e:
+        raise errors.BadResponseError(
+            f"the token endpoint answered with something else than JSON kitpin accepts ({e})"
+        ) from e
     if not isinstance(document, dict):
         raise errors.BadResponseError("the token endpoint answered with JSON that is no object")
     answer: TokenResponse = document  # type: ignore[assignment]  # checked field by field
@@ -223,10 +231,16 @@ def parse_token_response(body: bytes, *, now: float) -> tuple[str, float]:
         raise errors.BadResponseError(
             "the token endpoint answered without a token (neither token nor access_token)"
         )
+    if not is_header_safe(value):
+        raise errors.BadResponseError(
+            "the token endpoint answered a token with characters that cannot be sent in an "
+            "Authorization header (only visible ASCII can); the token service is broken"
+        )
     lifetime = DEFAULT_TOKEN_LIFETIME
     expires_in = answer.get("expires_in")
     if isinstance(expires_in, int | float) and not isinstance(expires_in, bool) and expires_in > 0:
-        lifetime = float(expires_in)
+        # Compared before any float(): an integer of hundreds of digits overflows a float.
+        lifetime = MAX_TOKEN_LIFETIME if expires_in > MAX_TOKEN_LIFETIME else float(expires_in)
     # A token issued a while ago (say, by a caching proxy) has less life left. An issued_at
     # in the future is clock skew: then the lifetime counts from now.
     issued_at = _parse_time(answer.get("issued_at"))
@@ -235,6 +249,12 @@ def parse_token_response(body: bytes, *, now: float) -> tuple[str, float]:
     elif issued_at is not None and now - issued_at >= lifetime:
         lifetime = 0.0
     return value, now + lifetime - min(MAX_TOKEN_MARGIN, lifetime / 10)
+
+
+def is_header_safe(value: str) -> bool:
+    """Whether ``value`` can follow ``Bearer`` in a header: visible ASCII only (a JWT, an
+    opaque token). Anything else cannot be encoded by httpx, or splits the header."""
+    return value.isascii() and value.isprintable() and " " not in value
 
 
 def _parse_time(value: object) -> float | None:
@@ -448,7 +468,7 @@ class Authenticator:
 def endpoint_key(url: httpx.URL) -> str:
     """``scheme://host[:port]`` of ``url``: what challenges are remembered by, and what the
     client sends the API version check (``GET /v2/``) to once."""
-    return f"{url.scheme}://{hosts.join_host_port(url.host, url.port)}"
+    return f"{url.scheme}://{hosts.join_host_port(hosts.host_of(url), url.port)}"
 
 
 def describe_credential(credential: Credential | None) -> str:
@@ -462,7 +482,7 @@ def check_realm(realm: str, *, registry_url: httpx.URL, policy: hosts.HostPolicy
     """The realm as a URL if kitpin may ask it for tokens, else
     :class:`errors.HostNotAllowedError`: ``https`` only, or ``http`` when the realm is the
     plain-HTTP registry itself; its host must pass the host policy."""
-    registry = hosts.join_host_port(registry_url.host, registry_url.port)
+    registry = hosts.join_host_port(hosts.host_of(registry_url), registry_url.port)
     try:
         url = httpx.URL(realm)
     except httpx.InvalidURL as e:
@@ -471,7 +491,7 @@ def check_realm(realm: str, *, registry_url: httpx.URL, policy: hosts.HostPolicy
             "broken",
             registry=registry,
         ) from e
-    if url.scheme not in ("http", "https") or not url.host:
+    if url.scheme not in ("http", "https") or not url.raw_host:
         raise errors.HostNotAllowedError(
             f"{registry} named the token realm {realm!r}, which is not an http(s) URL; "
             "kitpin will not use it",
@@ -482,9 +502,9 @@ def check_realm(realm: str, *, registry_url: httpx.URL, policy: hosts.HostPolicy
             f"{registry} named a token realm with user information in it; kitpin will not use it",
             registry=registry,
         )
-    realm_host = hosts.join_host_port(url.host, url.port)
+    realm_host = hosts.join_host_port(hosts.host_of(url), url.port)
     if url.scheme == "http":
-        same = (url.host, hosts.port_of(url)) == (registry_url.host, hosts.port_of(registry_url))
+        same = hosts.host_port_of(url) == hosts.host_port_of(registry_url)
         if not (same and registry_url.scheme == "http"):
             raise errors.HostNotAllowedError(
                 f"{registry} named the token realm {url.scheme}://{realm_host} over plain "
@@ -500,11 +520,16 @@ def build_token_fetch(
     key: TokenKey, *, realm: httpx.URL, credential: Credential | None
 ) -> TokenFetch:
     """The token request for ``key`` (pure): a refresh-token POST when the credential has an
-    identity token, else a GET with Basic auth (or anonymous)."""
+    identity token, else a GET with Basic auth (or anonymous); like every request, it asks
+    for the body as is (``Accept-Encoding: identity``)."""
     fields = {"scope": key.scope}
     if key.service:
         fields["service"] = key.service
-    headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+    headers = {
+        "User-Agent": USER_AGENT,
+        "Accept": "application/json",
+        "Accept-Encoding": "identity",  # the body as is: nothing to decompress
+    }
     basic = basic_authorization(credential) if credential is not None else None
 
     def get() -> httpx.Request:

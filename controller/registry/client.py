@@ -11,8 +11,10 @@ per concern:
 - :mod:`.ping` sends the API version check ``GET /v2/`` once per endpoint, to learn its auth
   challenge before the first request;
 - :mod:`.tokens` fetches bearer tokens, one request in flight per token-cache key;
-- :mod:`.responses` reads bodies with a hard size cap, verifies digests and maps status codes
-  and transport failures to errors.
+- :mod:`.responses` reads bodies with a hard size cap (as received: a body in a
+  ``Content-Encoding`` kitpin did not ask for is refused, never decompressed), decodes JSON
+  with bounded values and depth (:mod:`controller.jsonlimits`), verifies digests and maps
+  status codes and transport failures to errors.
 
 A request goes up front with what its endpoint's known challenge asks for (learnt by the API
 version check when unknown yet), and once more after a ``401`` with what that challenge asks

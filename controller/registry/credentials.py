@@ -14,6 +14,8 @@ host (``*.example.com``). ``https://index.docker.io/v1/`` and the other Docker H
 ``docker.io``. ENTRY holds ``auth`` (base64 of ``user:password``), or ``username`` and
 ``password``, and optionally ``identitytoken`` (an OAuth2 refresh token) or ``registrytoken``
 (a bearer token). Field names match case-insensitively, as docker's own (Go) parser does.
+The JSON is decoded by :func:`controller.jsonlimits.loads` (nesting bounded: a document
+thousands of levels deep is a :class:`~controller.errors.ConfigError` naming the source).
 
 Credential helpers (``credHelpers``, ``credsStore``) run programs; kitpin never does, and
 ignores them. Errors name the source and the key, never a secret value.
@@ -24,14 +26,13 @@ from __future__ import annotations
 import base64
 import binascii
 import fnmatch
-import json
 import logging
 import os
 from dataclasses import dataclass
 from typing import Final
 
-from controller import errors
-from controller.registry import hosts
+from controller import errors, jsonlimits
+from controller.registry import auth, hosts
 from controller.types import Credential
 
 __all__ = ["Keychain", "KeychainEntry", "normalise_registry"]
@@ -121,13 +122,10 @@ class Keychain:
                 f"{source}: not UTF-8 text; expected a docker config.json"
             ) from None
         try:
-            document = json.loads(text)
-        except json.JSONDecodeError as e:
-            # The position only: the decoder's message never quotes the document.
-            raise errors.ConfigError(
-                f"{source}: not valid JSON (line {e.lineno}, column {e.colno}); "
-                "expected a docker config.json"
-            ) from None
+            document = jsonlimits.loads(text)
+        except jsonlimits.DecodeError as e:
+            # What and where only: the decoder's message never quotes the document.
+            raise errors.ConfigError(f"{source}: {e}; expected a docker config.json") from None
         return cls(entries=_entries_from_document(document, source))
 
     @classmethod
@@ -220,10 +218,16 @@ def _credential(entry: object, source: str, label: str) -> Credential | None:
         return value
 
     username, password = text("username"), text("password")
-    auth = text("auth")
-    if auth is not None:
-        username, password = _decode_auth(auth, source, label)
+    encoded = text("auth")
+    if encoded is not None:
+        username, password = _decode_auth(encoded, source, label)
     identity_token, registry_token = text("identitytoken"), text("registrytoken")
+    if registry_token is not None and not auth.is_header_safe(registry_token):
+        raise errors.ConfigError(
+            f"{source}: {label}: registrytoken has characters that cannot be sent in an "
+            "Authorization header (only visible ASCII can); re-create the secret with the "
+            "token as the registry issued it"
+        )
     if not (username or password or identity_token or registry_token):
         return None
     return Credential(
@@ -235,8 +239,8 @@ def _credential(entry: object, source: str, label: str) -> Credential | None:
     )
 
 
-def _decode_auth(auth: str, source: str, label: str) -> tuple[str, str]:
-    compact = "".join(auth.split())
+def _decode_auth(encoded: str, source: str, label: str) -> tuple[str, str]:
+    compact = "".join(encoded.split())
     try:
         decoded = base64.b64decode(compact + "=" * (-len(compact) % 4), validate=True)
         text = decoded.decode("utf-8")

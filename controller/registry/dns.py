@@ -83,7 +83,7 @@ class CheckedResolver:
     async def check(self, url: httpx.URL, *, purpose: hosts.Purpose, target: Target) -> None:
         """Refuse ``url``'s host, before sending, when its name does not resolve
         (:class:`errors.UnreachableError`) or resolves into a denied network."""
-        host = url.host
+        host = hosts.host_of(url)
         if hosts.is_ip(host):
             return
         now = time.monotonic()

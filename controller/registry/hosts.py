@@ -7,8 +7,14 @@ reference names, each redirect target (blob storage), each token realm. The poli
 - hosts in ``denied_networks`` (by default link-local incl. the cloud metadata address
   ``169.254.169.254``, ``fd00:ec2::254``, Alibaba's ``100.100.100.200``, ``0.0.0.0/8``,
   multicast and broadcast), checked for IP literals here and for DNS answers through
-  :meth:`HostPolicy.check_resolved` (the client does the lookup: :mod:`.dns`),
+  :meth:`HostPolicy.check_resolved` (the client does the lookup: :mod:`.dns`). An IPv6
+  address that carries an IPv4 address a gateway or the kernel may deliver to
+  (:func:`embedded_ipv4`: IPv4-mapped ``::ffff:a9fe:a9fe``, IPv4-compatible ``::a9fe:a9fe``,
+  NAT64 ``64:ff9b::a9fe:a9fe``, 6to4 ``2002:a9fe:a9fe::``, Teredo) is judged as that IPv4
+  address too,
 - hosts in ``denied_hostnames`` (``metadata.google.internal``, ``metadata``, ...),
+- names whose ``xn--`` labels are no valid internationalised name (httpx cannot build a
+  request to one),
 - registries outside ``allowed_registries`` when that list is set. The allowlist applies to
   the registry a reference names (purpose ``"registry"``), not to the blob storage a registry
   redirects to or the token service it points at: those are the registry's choice, and still
@@ -31,14 +37,12 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Final, Literal
+from typing import Final, Literal
 
+import httpx
 import yaml
 
 from controller import errors
-
-if TYPE_CHECKING:
-    import httpx
 
 __all__ = [
     "DEFAULT_DENIED_HOSTNAMES",
@@ -47,6 +51,8 @@ __all__ = [
     "IPNetwork",
     "Purpose",
     "RegistryHostConfig",
+    "embedded_ipv4",
+    "host_of",
     "host_port_of",
     "is_ip",
     "join_host_port",
@@ -164,9 +170,17 @@ def port_of(url: httpx.URL) -> int:
     return url.port or (443 if url.scheme == "https" else 80)
 
 
+def host_of(url: httpx.URL) -> str:
+    """``url``'s host as it goes on the wire: lowercase ASCII, an internationalised name in
+    its ``xn--`` form, IPv6 without brackets. Never raises: unlike ``httpx.URL.host``, which
+    decodes ``xn--`` labels and raises ``idna.IDNAError`` (a ``ValueError``) on a malformed
+    one that a registry can put in a redirect or a token realm."""
+    return url.raw_host.decode("ascii", "backslashreplace").lower()
+
+
 def host_port_of(url: httpx.URL) -> str:
     """``host:port`` of a URL, the port always explicit (:func:`port_of`)."""
-    return join_host_port(url.host, port_of(url))
+    return join_host_port(host_of(url), port_of(url))
 
 
 def is_ip(host: str) -> bool:
@@ -176,14 +190,50 @@ def is_ip(host: str) -> bool:
 
 def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
-        address = ipaddress.ip_address(host.split("%", 1)[0])
+        return ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
         return None
-    if isinstance(address, ipaddress.IPv6Address):
-        # ::ffff:169.254.169.254 reaches the IPv4 address: judge it as such.
-        if address.ipv4_mapped is not None:
-            return address.ipv4_mapped
-    return address
+
+
+def _idna_error(host: str) -> str | None:
+    """Why ``host``'s ``xn--`` labels are no internationalised name, or None. httpx decodes
+    them for every request it builds (``httpx.URL.host``) and raises ``idna.IDNAError`` on a
+    malformed one, which a reference, a redirect or a token realm may carry."""
+    if "xn--" not in host:
+        return None
+    try:
+        httpx.URL(f"https://{host}/").host  # noqa: B018 - decoding it is the check
+    except (httpx.InvalidURL, ValueError) as e:  # idna.IDNAError is a UnicodeError
+        return str(e) or e.__class__.__name__
+    return None
+
+
+_IPV4_COMPATIBLE: Final = ipaddress.IPv6Network("::/96")
+_NAT64_PREFIXES: Final = (
+    ipaddress.IPv6Network("64:ff9b::/96"),  # RFC 6052, the well-known prefix
+    ipaddress.IPv6Network("64:ff9b:1::/48"),  # RFC 8215, local use (commonly a /96 in it)
+)
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> tuple[ipaddress.IPv4Address, ...]:
+    """The IPv4 addresses an IPv6 address carries and that a packet to it may end up at:
+    IPv4-mapped (``::ffff:a.b.c.d``, the kernel's own IPv4 socket), IPv4-compatible
+    (``::a.b.c.d``, deprecated; ``::`` and ``::1`` excluded), NAT64 (``64:ff9b::a.b.c.d``,
+    and the last 32 bits in ``64:ff9b:1::/48``), 6to4 (``2002:AABB:CCDD::``) and Teredo (the
+    server and the client address). Judged by the host policy like the IPv6 address itself."""
+    found: list[ipaddress.IPv4Address] = []
+    if address.ipv4_mapped is not None:
+        found.append(address.ipv4_mapped)
+    low32 = ipaddress.IPv4Address(int(address) & 0xFFFF_FFFF)
+    if address in _IPV4_COMPATIBLE and int(address) > 1:
+        found.append(low32)
+    if any(address in prefix for prefix in _NAT64_PREFIXES):
+        found.append(low32)
+    if address.sixtofour is not None:
+        found.append(address.sixtofour)
+    if address.teredo is not None:
+        found.extend(address.teredo)
+    return tuple(found)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -273,6 +323,11 @@ class HostPolicy:
         address = _ip(host)
         if address is not None:
             self._check_address(shown, address, purpose=purpose, via=None)
+        elif (why := _idna_error(host)) is not None:
+            raise errors.HostNotAllowedError(
+                f"the {purpose} {shown} is not a valid host name ({why}); nothing was contacted",
+                registry=shown,
+            )
         elif host in self.denied_hostnames:
             raise errors.HostNotAllowedError(
                 f"the {purpose} {shown} is a denied host name (a cloud metadata service); "
@@ -307,15 +362,21 @@ class HostPolicy:
         purpose: Purpose,
         via: str | None,
     ) -> None:
-        for network in self.denied_networks:
-            if address.version == network.version and address in network:
-                resolved = f" resolves to {via}, which" if via is not None else ""
-                raise errors.HostNotAllowedError(
-                    f"the {purpose} {shown}{resolved} is in the denied network {network} "
-                    "(metadata services, link-local, multicast); kitpin never contacts it. "
-                    "If this really is a registry, narrow deniedNetworks in the registry config",
-                    registry=shown,
-                )
+        judged: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...] = (address,)
+        if isinstance(address, ipaddress.IPv6Address):
+            judged += embedded_ipv4(address)
+        for candidate in judged:
+            for network in self.denied_networks:
+                if candidate.version == network.version and candidate in network:
+                    resolved = f" resolves to {via}, which" if via is not None else ""
+                    carried = f" carries {candidate}, which" if candidate is not address else ""
+                    raise errors.HostNotAllowedError(
+                        f"the {purpose} {shown}{resolved}{carried} is in the denied network "
+                        f"{network} (metadata services, link-local, multicast); kitpin never "
+                        "contacts it. If this really is a registry, narrow deniedNetworks in "
+                        "the registry config",
+                        registry=shown,
+                    )
 
 
 # -- loading the registry config file ---------------------------------------------------------

@@ -73,7 +73,7 @@ def build_blob_request(
 def build_ping_request(url: httpx.URL) -> httpx.Request:
     """``GET /v2/`` (the API version check) of ``url``'s endpoint: same scheme, host and port,
     never an ``Authorization``."""
-    ping = httpx.URL(scheme=url.scheme, host=url.host, port=url.port, path="/v2/")
+    ping = httpx.URL(scheme=url.scheme, host=hosts.host_of(url), port=url.port, path="/v2/")
     return httpx.Request("GET", ping, headers=_base_headers("application/json", None))
 
 
@@ -95,15 +95,25 @@ def build_redirect_request(
             f"{registry} redirected to something that is not a URL; the registry is misbehaving",
             registry=registry,
         ) from e
-    host_port = hosts.join_host_port(target.host, target.port)
+    host = hosts.host_of(target)
+    if target.scheme in ("http", "https"):
+        try:
+            hosts.split_host_port(hosts.join_host_port(host, target.port))
+        except ValueError:
+            raise errors.HostNotAllowedError(
+                f"{registry} redirected to a URL without a valid host; kitpin follows "
+                "redirects only to a host[:port]",
+                registry=registry,
+            ) from None
+    host_port = hosts.join_host_port(host, target.port)
     if target.scheme == "http":
-        if not policy.allows_plain_http(target.host, target.port or 80):
+        if not policy.allows_plain_http(host, target.port or 80):
             raise errors.HostNotAllowedError(
                 f"{registry} redirected to http://{host_port}, over plain HTTP; kitpin follows "
                 f"plain-HTTP redirects only to hosts configured plainHTTP in the registry config",
                 registry=registry,
             )
-    elif target.scheme != "https" or not target.host:
+    elif target.scheme != "https":
         raise errors.HostNotAllowedError(
             f"{registry} redirected to a {target.scheme or 'relative'} URL; kitpin follows "
             "https redirects only",
@@ -118,4 +128,4 @@ def build_redirect_request(
 
 
 def _origin(url: httpx.URL) -> tuple[str, str, int]:
-    return url.scheme, url.host, hosts.port_of(url)
+    return url.scheme, hosts.host_of(url), hosts.port_of(url)

@@ -4,12 +4,22 @@
 
 - Bodies are streamed with a hard size cap (:func:`read_body`): a success larger than its
   limit is a :class:`~controller.errors.ManifestTooLargeError` (Content-Length is checked
-  before reading); of an error answer only the start is read, for its OCI error codes.
+  before reading); of an error answer only the start is read, for its OCI error codes. The
+  cap counts the bytes as received and nothing is decompressed: every request asks for
+  ``Accept-Encoding: identity``, and a body sent with another ``Content-Encoding`` anyway is
+  refused unread (a success: :class:`~controller.errors.BadResponseError`) or ignored (an
+  error answer: its status still decides). Decoding it would let ~1 KB on the wire
+  (``gzip, gzip``) expand to gigabytes in memory before any cap could count a byte.
+- JSON (manifests, configs, error bodies; token answers in :mod:`.auth`) is decoded by
+  :func:`controller.jsonlimits.loads`: bounded depth, every failure a
+  :class:`~controller.jsonlimits.DecodeError`, mapped to a ``BadResponseError``.
 - A body's digest is the sha256 of the exact bytes received, checked against
   ``Docker-Content-Digest`` and against the digest the reference carried
   (:func:`verify_digest`).
 - Status codes map to errors by :func:`status_error` (``404`` and the OCI "unknown" codes:
-  not found, ``401``, ``403``, ``429`` with its ``Retry-After``, ``5xx``, anything else),
+  not found, ``401``, ``403``, ``429`` with its ``Retry-After`` (ignored when it is neither
+  seconds nor an HTTP date, capped at :data:`MAX_RETRY_AFTER_SECONDS`), ``5xx``, anything
+  else),
   transport failures by :func:`transport_error` (timeouts, TLS verification, the rest:
   unreachable).
 - An error raised without context (by a pure helper, or for another request of a shared
@@ -20,23 +30,27 @@ Pure but for :func:`read_body`, which reads a response's stream.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import hashlib
-import json
 import logging
+import re
 import ssl
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Final, TypeVar
 
 import httpx
 
-from controller import errors, types
+from controller import errors, jsonlimits, types
 from controller.registry import auth, hosts
 
 __all__ = [
     "MAX_ERROR_BODY_BYTES",
+    "MAX_RETRY_AFTER_SECONDS",
     "Answer",
     "Target",
+    "content_codings",
     "in_context",
     "json_object",
     "moved",
@@ -53,8 +67,15 @@ logger = logging.getLogger(__name__)
 MAX_ERROR_BODY_BYTES: Final = 64 * 1024
 """Of an error answer only the start is read, for its OCI error codes and message."""
 
+MAX_RETRY_AFTER_SECONDS: Final = 24 * 3600.0
+"""A longer ``Retry-After`` is taken as this: the value is only reported (and a year-long wait
+from a hostile registry is as useless as one day)."""
+
 _NOT_FOUND_CODES: Final = frozenset({"MANIFEST_UNKNOWN", "NAME_UNKNOWN", "BLOB_UNKNOWN"})
 _VERIFIABLE: Final = frozenset({"sha256", "sha384", "sha512"})
+_DIGITS: Final = re.compile(r"[0-9]+")
+"""ASCII digits, as RFC 9110 writes delta-seconds and Content-Length (``str.isdigit`` also
+takes ``²`` and ``٣``, which ``int`` then refuses)."""
 
 E = TypeVar("E", bound=errors.RegistryError)
 
@@ -125,24 +146,30 @@ def verify_digest(
 
 
 def parse_retry_after(value: str | None, *, now: float) -> float | None:
-    """Seconds to wait from a ``Retry-After`` value (delta-seconds or an HTTP date)."""
+    """Seconds to wait from a ``Retry-After`` value (delta-seconds or an HTTP date), at most
+    :data:`MAX_RETRY_AFTER_SECONDS`; None when absent or neither (a malformed value is
+    ignored, never raised on: the answer is still a rate limit)."""
     if not value:
         return None
     text = value.strip()
-    if text.isdigit():
-        return float(text)
+    if _DIGITS.fullmatch(text):
+        # More digits than a day has seconds needs is "very long": no int of 4,300 digits.
+        digits = text.lstrip("0") or "0"
+        seconds = float(digits) if len(digits) <= 12 else MAX_RETRY_AFTER_SECONDS
+        return min(seconds, MAX_RETRY_AFTER_SECONDS)
     try:
         moment = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        return None
-    return max(0.0, moment.timestamp() - now)
+        delta = moment.timestamp() - now
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None  # not a date, or a date no datetime can hold
+    return min(max(0.0, delta), MAX_RETRY_AFTER_SECONDS)
 
 
 def _oci_errors(body: bytes) -> tuple[frozenset[str], str]:
     """The OCI error codes in an error body and a short, single-line message for humans."""
     try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        document = jsonlimits.loads(body)
+    except jsonlimits.DecodeError:
         return frozenset(), ""
     if not isinstance(document, dict) or not isinstance(document.get("errors"), list):
         return frozenset(), ""
@@ -161,23 +188,21 @@ def _oci_errors(body: bytes) -> tuple[frozenset[str], str]:
 
 
 def json_object(body: bytes, *, target: Target) -> dict[str, object]:
-    """``body`` as a JSON object (a manifest or a config), else
-    :class:`errors.BadResponseError`."""
+    """``body`` as a JSON object (a manifest or a config), decoded by
+    :func:`controller.jsonlimits.loads`, else :class:`errors.BadResponseError`."""
     try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise errors.BadResponseError(
-            f"{target.subject} is not valid JSON ({e.__class__.__name__}); the registry served "
-            "something else than a manifest or config",
-            registry=target.registry,
-            repository=target.repository,
+        document = jsonlimits.loads(body)
+    except jsonlimits.DecodeError as e:
+        raise target.error(
+            errors.BadResponseError,
+            f"the body is not JSON kitpin accepts ({e}); the registry served something else "
+            "than a manifest or config",
         ) from e
     if not isinstance(document, dict):
-        raise errors.BadResponseError(
-            f"{target.subject} is JSON but not an object; the registry served something else "
-            "than a manifest or config",
-            registry=target.registry,
-            repository=target.repository,
+        raise target.error(
+            errors.BadResponseError,
+            f"the body is JSON but {types.json_type(document)}, not an object; the registry "
+            "served something else than a manifest or config",
         )
     return document
 
@@ -186,26 +211,75 @@ def json_object(body: bytes, *, target: Target) -> dict[str, object]:
 
 
 async def read_body(response: httpx.Response, *, limit: int, strict: bool, target: Target) -> bytes:
-    """The body, at most ``limit`` bytes. ``strict``: more is a
-    :class:`errors.ManifestTooLargeError` (checked against Content-Length before reading);
-    else the rest is ignored."""
-    declared = response.headers.get("content-length")
-    if strict and declared is not None and declared.isdigit() and int(declared) > limit:
+    """The body as received, at most ``limit`` bytes, never decompressed. ``strict`` (a
+    success): more is a :class:`errors.ManifestTooLargeError` (checked against
+    Content-Length before reading), and a ``Content-Encoding`` other than ``identity`` is a
+    :class:`errors.BadResponseError`; else (an error answer) the rest is ignored, and so is
+    an encoded body (``b""``: only its status counts)."""
+    encodings = content_codings(response.headers)
+    if encodings:
+        if strict:
+            raise target.error(
+                errors.BadResponseError,
+                f"{hosts.host_port_of(response.request.url)} sent the body with "
+                f"Content-Encoding: {', '.join(encodings)[:100]}, though kitpin asked for it "
+                "unencoded (Accept-Encoding: identity); kitpin does not decompress what a "
+                "registry sends. Configure the registry, or the proxy or CDN in front of it, "
+                "to honour Accept-Encoding: identity",
+            )
+        return b""
+    declared = _content_length(response.headers.get("content-length"))
+    if strict and declared is not None and declared > limit:
         raise too_large(target, limit, f"Content-Length says {declared} bytes")
     chunks: list[bytes] = []
     size = 0
     try:
-        async for chunk in response.aiter_bytes():
-            if size + len(chunk) > limit:
-                if strict:
-                    raise too_large(target, limit, "the body is longer")
-                chunks.append(chunk[: limit - size])
-                break
-            chunks.append(chunk)
-            size += len(chunk)
+        async with contextlib.aclosing(_raw_chunks(response)) as received:
+            async for chunk in received:
+                if size + len(chunk) > limit:
+                    if strict:
+                        raise too_large(target, limit, "the body is longer")
+                    chunks.append(chunk[: limit - size])
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
     except httpx.HTTPError as e:
         raise transport_error(e, url=response.request.url, target=target) from e
     return b"".join(chunks)
+
+
+async def _raw_chunks(response: httpx.Response) -> AsyncGenerator[bytes, None]:
+    """The body's bytes as received: the raw stream, because httpx decodes Content-Encoding
+    in ``aiter_bytes()``, whole chunks at a time, before any cap could count them. A
+    response its transport already read (``httpx.MockTransport`` with ``content=``; no
+    encoding, see :func:`read_body`) is its content."""
+    if response.is_stream_consumed:
+        yield response.content
+        return
+    async for chunk in response.aiter_raw():
+        yield chunk
+
+
+def content_codings(headers: httpx.Headers) -> list[str]:
+    """The content codings ``headers`` say the body is in, other than ``identity``
+    (lowercased, in order; empty for a body as is)."""
+    return [
+        coding
+        for value in headers.get_list("content-encoding", split_commas=True)
+        if (coding := value.strip().lower()) and coding != "identity"
+    ]
+
+
+def _content_length(value: str | None) -> int | None:
+    """A ``Content-Length`` as a number, or None when absent or not one (the transport then
+    frames the body; the cap still counts it). At most 2**64: no huge int is converted."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not _DIGITS.fullmatch(text):
+        return None
+    digits = text.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 20 else 2**64
 
 
 def too_large(target: Target, limit: int, why: str) -> errors.ManifestTooLargeError:

@@ -141,7 +141,8 @@ class Sender:
         kind: RequestKind,
     ) -> httpx.Response:
         """The one place that sends: host policy (name and DNS answers), the client for the
-        host's TLS settings, transport errors mapped. Returns a streamed response."""
+        host's TLS settings, transport errors mapped (and what httpx raises on a
+        redirect's unreadable Location: a bad response). Returns a streamed response."""
         url = request.url
         try:
             host_port = hosts.host_port_of(url)
@@ -160,6 +161,15 @@ class Sender:
                 raise responses.in_context(e, target) from e
             except httpx.HTTPError as e:
                 raise responses.transport_error(e, url=url, target=target) from e
+            except (ValueError, httpx.InvalidURL) as e:
+                # httpx reads a redirect's Location itself (for ``next_request``, even when not
+                # following it) and lets through idna's errors on a malformed xn-- host and
+                # its own InvalidURL (not an HTTPError) on, say, ``Location: sha256:…``.
+                raise target.error(
+                    errors.BadResponseError,
+                    f"{host_port} answered with a redirect kitpin cannot read "
+                    f"({e.__class__.__name__}: {e}); the registry is misbehaving",
+                ) from e
 
     def _client_for(self, url: httpx.URL, *, target: Target) -> httpx.AsyncClient:
         ca_file = None

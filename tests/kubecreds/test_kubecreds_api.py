@@ -41,14 +41,15 @@ async def test_reads_a_service_account_and_a_secret_by_name(fake_api: FakeApiSer
             "imagePullSecrets": [{"name": "regcred"}, {"name": ""}, {}, "junk", {"name": "b"}],
         },
     )
-    fake_api.put(SECRET, pull_secret("reg.example", "alice"))
+    stored = fake_api.put(SECRET, pull_secret("reg.example", "alice"))
     async with api(fake_api) as client:
         reader = ApiReader(client)
         assert await reader.service_account_pull_secrets("team-a", "builder") == ["regcred", "b"]
         found = await reader.secret("team-a", "regcred")
     assert found is not None
-    kind, data = found
-    assert kind == "kubernetes.io/dockerconfigjson" and list(data) == [".dockerconfigjson"]
+    assert found.type == "kubernetes.io/dockerconfigjson"
+    assert list(found.data) == [".dockerconfigjson"]
+    assert found.resource_version == stored["metadata"]["resourceVersion"] != ""
     assert [(s.method, s.path) for s in fake_api.seen] == [("GET", SA), ("GET", SECRET)]
 
 

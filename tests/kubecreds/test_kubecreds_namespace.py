@@ -1,14 +1,18 @@
-"""Pull secrets of the object's own namespace, read by name and cached; the sync cache path."""
+"""Pull secrets of the object's own namespace, read by name and cached; the sync cache path;
+unusable secrets skipped, reported once and remembered; the caches bounded."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import json
-from collections.abc import Mapping
+import logging
 from typing import Any
 
-from controller.kubecreds import NamespaceCredentials
+import pytest
+
+from controller import kubecreds
+from controller.kubecreds import NamespaceCredentials, SecretRead
 from controller.registry.credentials import Keychain
 
 
@@ -21,7 +25,7 @@ class FakeReader:
     """Secrets and ServiceAccounts by (namespace, name); counts reads."""
 
     def __init__(self) -> None:
-        self.secrets: dict[tuple[str, str], tuple[str, Mapping[str, str]]] = {}
+        self.secrets: dict[tuple[str, str], SecretRead] = {}
         self.accounts: dict[tuple[str, str], list[str]] = {}
         self.reads = 0
 
@@ -29,7 +33,7 @@ class FakeReader:
         self.reads += 1
         return self.accounts.get((namespace, name))
 
-    async def secret(self, namespace: str, name: str) -> tuple[str, Mapping[str, str]] | None:
+    async def secret(self, namespace: str, name: str) -> SecretRead | None:
         self.reads += 1
         return self.secrets.get((namespace, name))
 
@@ -42,10 +46,11 @@ class Clock:
         return self.now
 
 
-def secret(registry: str, user: str) -> tuple[str, Mapping[str, str]]:
-    return (
-        "kubernetes.io/dockerconfigjson",
-        {".dockerconfigjson": dockerconfigjson(registry, user, "pw")},
+def secret(registry: str, user: str, version: str = "") -> SecretRead:
+    return SecretRead(
+        type="kubernetes.io/dockerconfigjson",
+        data={".dockerconfigjson": dockerconfigjson(registry, user, "pw")},
+        resource_version=version,
     )
 
 
@@ -125,7 +130,7 @@ class GatedReader(FakeReader):
             raise self.fail
         return self.accounts.get((namespace, name))
 
-    async def secret(self, namespace: str, name: str) -> tuple[str, Mapping[str, str]] | None:
+    async def secret(self, namespace: str, name: str) -> SecretRead | None:
         self.reads += 1
         await self.gate.wait()
         if self.fail is not None:
@@ -205,3 +210,105 @@ async def test_a_failed_read_reaches_every_caller_and_the_next_lookup_reads_agai
         is None
     )
     assert reader.reads == 2
+
+
+# -- unusable secrets -----------------------------------------------------------------------------
+
+
+def nested_secret(depth: int, version: str) -> SecretRead:
+    """A pull secret whose config.json nests ``depth`` objects deep."""
+    document = b'{"auths": {"reg.example": ' + b'{"a":' * depth + b"1" + b"}" * depth + b"}}"
+    return SecretRead(
+        type="kubernetes.io/dockerconfigjson",
+        data={".dockerconfigjson": base64.b64encode(document).decode()},
+        resource_version=version,
+    )
+
+
+def warnings_about(caplog: pytest.LogCaptureFixture, name: str) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno >= logging.WARNING and name in r.getMessage()
+    ]
+
+
+async def test_a_deeply_nested_secret_is_skipped_named_once_and_remembered(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    reader = FakeReader()
+    reader.secrets[("team-a", "deep")] = nested_secret(10_000, version="7")
+    reader.secrets[("team-a", "good")] = secret("reg.example", "alice")
+    clock = Clock()
+    creds = NamespaceCredentials(reader, ttl=30.0, clock=clock)
+    spec = {"imagePullSecrets": [{"name": "deep"}, {"name": "good"}], "serviceAccountName": "x"}
+    args: dict[str, Any] = {
+        "namespace": "team-a",
+        "registry": "reg.example",
+        "repository": "m",
+        "pod_spec": spec,
+    }
+
+    with caplog.at_level(logging.INFO, logger="controller.kubecreds"):
+        found = await creds.lookup(**args)  # the bad one is skipped, the next one serves
+        assert found is not None and found.username == "alice"
+        (warning,) = warnings_about(caplog, "team-a/deep")
+        assert "secret team-a/deep: nested deeper than 64 levels" in warning
+        assert "\n" not in warning and "recursion" not in warning
+        reads = reader.reads
+
+        for _ in range(5):  # remembered as unusable, like a good one: no read, no parse
+            await creds.lookup(**args)
+        assert creds.lookup_cached(**args)[0]
+        assert reader.reads == reads
+
+        clock.now += 31.0  # read again, but unchanged (resourceVersion 7): not reported again
+        await creds.lookup(**args)
+        assert reader.reads > reads
+        assert len(warnings_about(caplog, "team-a/deep")) == 1
+
+        reader.secrets[("team-a", "deep")] = secret("reg.example", "fixed", version="8")
+        clock.now += 31.0  # fixed (resourceVersion 8): read and used
+        fixed = await creds.lookup(**args)
+    assert fixed is not None and fixed.username == "fixed"
+
+
+async def test_an_unusable_secret_without_a_resource_version_is_parsed_at_each_read(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    reader = FakeReader()
+    reader.secrets[("team-a", "deep")] = nested_secret(100, version="")
+    clock = Clock()
+    creds = NamespaceCredentials(reader, ttl=30.0, clock=clock)
+    spec = {"imagePullSecrets": [{"name": "deep"}], "serviceAccountName": "x"}
+    with caplog.at_level(logging.WARNING, logger="controller.kubecreds"):
+        for _ in range(3):
+            assert (
+                await creds.lookup(
+                    namespace="team-a", registry="reg.example", repository="m", pod_spec=spec
+                )
+                is None
+            )
+            clock.now += 31.0
+    assert len(warnings_about(caplog, "team-a/deep")) == 3
+
+
+async def test_the_caches_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pods naming ever new secrets: the oldest entries go, so the first is read again."""
+    monkeypatch.setattr(kubecreds, "MAX_CACHED", 3)
+    reader = FakeReader()
+    creds = NamespaceCredentials(reader, clock=Clock())
+
+    async def lookup(name: str) -> None:
+        spec = {"imagePullSecrets": [{"name": name}], "serviceAccountName": "x"}
+        await creds.lookup(namespace="ns", registry="r.example", repository="m", pod_spec=spec)
+
+    await lookup("s0")
+    reads = reader.reads
+    await lookup("s0")
+    assert reader.reads == reads  # cached
+    for i in range(1, 10):
+        await lookup(f"s{i}")
+    reads = reader.reads
+    await lookup("s0")
+    assert reader.reads == reads + 1  # evicted: read again

@@ -112,6 +112,19 @@ def test_kitfile_of() -> None:
     assert policy.kitfile_of(evidence("r.io/m:v1", manifest=image, config=doc)) is None
 
 
+def test_kitfile_of_a_deeply_nested_annotation_is_none_not_a_recursion_error() -> None:
+    """The annotation comes from the registry: 100,000 levels must not reach json's recursion."""
+    plain = manifest("modelpack", ["weight"])
+    deep = Manifest(
+        digest=plain.digest,
+        media_type=plain.media_type,
+        size=plain.size,
+        format="modelpack",
+        annotations={artifacts.KITFILE_ANNOTATION: "[" * 100_000 + "]" * 100_000},
+    )
+    assert policy.kitfile_of(evidence("r.io/m:v1", manifest=deep)) is None
+
+
 # -- what the engine must fetch -------------------------------------------------------------
 
 REFERENCE_ONLY = cluster(

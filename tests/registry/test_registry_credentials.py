@@ -153,6 +153,13 @@ SECRET = "sup3r-s3cret-value"
         json.dumps({"auths": [SECRET]}).encode(),
         json.dumps([SECRET]).encode(),
         json.dumps({"auths": {"http://a b/": {"auth": b64("u:" + SECRET)}}}).encode(),
+        b'{"auths": {"reg.example": {"auth": "'
+        + SECRET.encode()
+        + b'", "x": '
+        + b"[" * 5000
+        + b"]" * 5000
+        + b"}}}",
+        json.dumps({"auths": {"reg.example": {"registrytoken": SECRET + "\r\nX: y"}}}).encode(),
     ],
 )
 def test_malformed_is_config_error_without_the_secret(data: bytes) -> None:
@@ -161,6 +168,33 @@ def test_malformed_is_config_error_without_the_secret(data: bytes) -> None:
     assert "secret team-a/broken" in caught.value.message
     assert SECRET not in caught.value.message
     assert SECRET not in repr(caught.value.__cause__)
+
+
+@pytest.mark.parametrize("depth", [65, 5000, 20_000])
+def test_a_document_nested_deeply_is_one_line_naming_the_source(depth: int) -> None:
+    """Python's json recursed: "maximum recursion depth exceeded" (a RecursionError, not a
+    ConfigError) once it was a few hundred levels deep."""
+    data = b'{"auths": {"reg.example": ' + b'{"a":' * depth + b"1" + b"}" * depth + b"}}"
+    with pytest.raises(errors.ConfigError) as caught:
+        Keychain.from_dockerconfigjson(data, source="secret team-a/deep")
+    message = caught.value.message
+    assert message.startswith("secret team-a/deep: nested deeper than 64 levels")
+    assert "\n" not in message
+    assert "recursion" not in message
+
+
+@pytest.mark.parametrize("token", ["tok\r\nX-Injected: 1", "t\u00f6ken", "two words"])
+def test_a_registry_token_that_cannot_be_a_header_is_a_config_error(token: str) -> None:
+    with pytest.raises(errors.ConfigError) as caught:
+        keychain({"auths": {"reg.example": {"registrytoken": token}}})
+    assert "registrytoken" in caught.value.message
+    assert token not in caught.value.message
+
+
+def test_invalid_json_says_where() -> None:
+    with pytest.raises(errors.ConfigError) as caught:
+        Keychain.from_dockerconfigjson(b'{"auths": {\n  "a": x}}', source="secret ns/s")
+    assert "line 2, column" in caught.value.message
 
 
 def test_credential_repr_hides_secrets() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
+import httpx
 import pytest
 
 from controller import errors
@@ -98,6 +99,87 @@ def test_check_resolved() -> None:
         with pytest.raises(errors.HostNotAllowedError) as caught:
             policy.check_resolved("reg.example", bad, purpose="registry")
         assert "reg.example resolves to" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "::ffff:169.254.169.254",  # IPv4-mapped
+        "::ffff:a9fe:a9fe",  # the same, in hex
+        "::a9fe:a9fe",  # IPv4-compatible
+        "::169.254.169.254",
+        "64:ff9b::a9fe:a9fe",  # NAT64, the well-known prefix
+        "64:ff9b::169.254.1.1",  # any link-local address behind NAT64
+        "64:ff9b:1::a9fe:a9fe",  # NAT64, a local-use prefix (RFC 8215)
+        "2002:a9fe:a9fe::",  # 6to4
+        "2002:a9fe:a9fe:1::5",
+        "2001:0:4136:e378:8000:63bf:5601:5601",  # Teredo, client 169.254.169.254
+        "64:ff9b::6464:64c8",  # NAT64 to Alibaba's 100.100.100.200
+        "::ffff:0.0.0.0",
+    ],
+)
+def test_ipv6_forms_carrying_a_denied_ipv4_address_are_denied(address: str) -> None:
+    """A gateway (NAT64, 6to4, Teredo) or the kernel (mapped, compatible) may deliver these
+    to the IPv4 address inside: judged as that address, as written and as a DNS answer."""
+    policy = HostPolicy()
+    with pytest.raises(errors.HostNotAllowedError) as caught:
+        policy.check(f"[{address}]:80", purpose="redirect")
+    assert "carries" in caught.value.message
+    with pytest.raises(errors.HostNotAllowedError):
+        policy.check_resolved("reg.example", ["10.0.0.1", address], purpose="token realm")
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "::1",  # loopback, not an IPv4-compatible address
+        "::ffff:127.0.0.1",
+        "64:ff9b::a00:1",  # NAT64 to 10.0.0.1
+        "64:ff9b::808:808",  # NAT64 to a public address
+        "2002:c000:204::1",  # 6to4 of 192.0.2.4
+        "2001:db8::a9fe:a9fe",  # documentation prefix: nothing embedded
+    ],
+)
+def test_ipv6_forms_carrying_an_allowed_address_are_allowed(address: str) -> None:
+    HostPolicy().check(f"[{address}]:5000", purpose="registry")
+
+
+def test_embedded_ipv4_addresses() -> None:
+    v6, v4 = ipaddress.IPv6Address, ipaddress.IPv4Address
+    metadata = v4("169.254.169.254")
+    assert hosts.embedded_ipv4(v6("64:ff9b::a9fe:a9fe")) == (metadata,)
+    assert hosts.embedded_ipv4(v6("::a9fe:a9fe")) == (metadata,)
+    assert hosts.embedded_ipv4(v6("::ffff:a9fe:a9fe")) == (metadata,)
+    assert hosts.embedded_ipv4(v6("2002:a9fe:a9fe::1")) == (metadata,)
+    assert metadata in hosts.embedded_ipv4(v6("2001:0:4136:e378:8000:63bf:5601:5601"))
+    assert hosts.embedded_ipv4(v6("::1")) == ()
+    assert hosts.embedded_ipv4(v6("::")) == ()
+    assert hosts.embedded_ipv4(v6("2001:db8::1")) == ()
+
+
+def test_a_custom_denied_ipv4_network_covers_its_ipv6_forms() -> None:
+    policy = HostPolicy(denied_networks=(ipaddress.ip_network("10.0.0.0/8"),))
+    for host in ("[64:ff9b::a00:1]", "[::ffff:10.1.2.3]", "[2002:a00:1::]"):
+        with pytest.raises(errors.HostNotAllowedError):
+            policy.check(host, purpose="registry")
+    policy.check("[64:ff9b::a9fe:a9fe]", purpose="registry")  # not denied any more
+
+
+@pytest.mark.parametrize("host", ["xn--4.example", "xn--a.example:5000", "xn---.example"])
+def test_a_name_with_a_malformed_idna_label_is_refused(host: str) -> None:
+    with pytest.raises(errors.HostNotAllowedError) as caught:
+        HostPolicy().check(host, purpose="registry")
+    assert "not a valid host name" in caught.value.message
+
+
+def test_a_valid_idna_name_is_allowed() -> None:
+    HostPolicy().check("xn--bcher-kva.example", purpose="registry")
+
+
+def test_host_of_a_url_never_decodes_idna() -> None:
+    assert hosts.host_of(httpx.URL("https://xn--4.example/v2/")) == "xn--4.example"
+    assert hosts.host_port_of(httpx.URL("https://xn--4.example/v2/")) == "xn--4.example:443"
+    assert hosts.host_of(httpx.URL("http://[::1]:5000/")) == "::1"
 
 
 def test_custom_denied_networks_replace_the_default() -> None:
