@@ -9,6 +9,12 @@ needs no peering).
 configurations (named ``kitpin.dev``) in the cluster of the current kubeconfig. With a
 ``.dev/env`` from `make dev-up`, the dev registry is trusted over plain HTTP.
 
+Callers, probes and stopping (:class:`controller.settings.ServerSettings`, the settings
+file's ``server`` section with ``--client-ca``, ``--client-name`` and ``--probe-port`` over
+it): with a client CA only the apiserver (its client certificate) may submit reviews; on
+SIGTERM kopf stops the server, which goes unready, drains and finishes in-flight reviews
+(:mod:`controller.admission.server`) before the audit trail is flushed and kitpin exits.
+
 The apiserver: one login (:class:`KubeLogin`: the in-cluster service account, else the
 kubeconfig) serves kopf (its login handler) and kitpin's own calls (pull secrets, the audit
 trail: :class:`controller.kubeapi.KubeAPI`). The official ``kubernetes`` client is imported
@@ -27,7 +33,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from controller import kubeapi
+from controller import errors, kubeapi
 
 # kopf imports the kubernetes client (~19 MB) when it is installed: see kubeapi.
 with kubeapi.kubernetes_client_hidden():
@@ -130,6 +136,13 @@ def run(args: argparse.Namespace) -> int:
         docker_config=args.docker_config,
         plain_http=plain,
     )
+    serving = settings.server_settings(
+        loaded.server,
+        client_ca=args.client_ca,
+        client_names=args.client_name,
+        probe_port=args.probe_port,
+        webhook_port=args.port,
+    )
     admission = loaded.admission
     own = _own_namespace(args)
     if own:
@@ -165,6 +178,7 @@ def run(args: argparse.Namespace) -> int:
             key_file=key_file,
             ca_file=ca_file,
             managed=args.dev,
+            serving=serving,
         )
     )
 
@@ -213,6 +227,7 @@ async def _serve(
     key_file: Path,
     ca_file: Path | None,
     managed: bool,
+    serving: settings.ServerSettings,
 ) -> int:
     metrics = metrics_mod.Metrics()
     kopf_settings = kopf.OperatorSettings()
@@ -257,6 +272,8 @@ async def _serve(
         async def start_audit(**_: Any) -> None:
             flusher.append(asyncio.create_task(recorder.run(), name="kitpin-audit"))
 
+        # kopf runs cleanup handlers once its root tasks have ended, the webhook server's
+        # graceful stop included: what reviews recorded while draining is flushed too.
         @kopf.on.cleanup(registry=registry)
         async def stop_audit(**_: Any) -> None:
             for task in flusher:
@@ -270,6 +287,11 @@ async def _serve(
             certfile=str(cert_file),
             pkeyfile=str(key_file),
             cafile=str(ca_file) if ca_file else None,
+            client_ca=str(serving.client_ca) if serving.client_ca else None,
+            client_names=serving.client_names,
+            probe_port=serving.probe_port,
+            drain_seconds=serving.drain_seconds,
+            shutdown_seconds=serving.shutdown_seconds,
             metrics_render=metrics.render,
             # kitpin's own webhooks skip kopf's generic admission path (see fastpath.FastPath);
             # kopf still serves everything else and manages the configurations in --dev.
@@ -280,10 +302,17 @@ async def _serve(
         _small_tls_buffers()
         _quiet_gc()
         metrics.watch_gc()
-        await kopf.operator(
-            registry=registry,
-            settings=kopf_settings,
-            clusterwide=True,
-            standalone=True,
-        )
+        try:
+            await kopf.operator(
+                registry=registry,
+                settings=kopf_settings,
+                clusterwide=True,
+                standalone=True,
+            )
+        except errors.RegistryError as e:
+            # kopf re-raises, as it exits, the error of any task still running when it
+            # stopped: a registry fetch that outlived the review which asked for it (a
+            # review's deadline leaves the fetch running for others). Stopping while a
+            # registry is down is not a failure of kitpin.
+            logger.info("stopped; a registry fetch still running then failed: %s", e)
     return 0

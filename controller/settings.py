@@ -17,6 +17,12 @@ chart's ConfigMap) is YAML::
       refreshAhead: 0.8       # a hit after 0.8 x TTL also refreshes in the background; 1: off
       maxEntries: 50000
       enabled: true
+    server:                   # how `kitpin run` serves (ServerSettings)
+      clientCAFile: /etc/kitpin/client-ca/ca.crt   # only the apiserver may call (--client-ca)
+      clientNames: []         # and its certificate must name one of these (--client-name)
+      probePort: 8081         # plain HTTP /healthz, /readyz, /metrics (--probe-port)
+      drainSeconds: 3         # on SIGTERM: unready, still serving, for this long
+      shutdownSeconds: 15     # ... and done within this (< terminationGracePeriodSeconds)
     sites:
       envNames: [MODELKIT_REF]
       kitCliImages: [ghcr.io/kitops-ml/kitops, ghcr.io/jozu-ai/kitops]
@@ -33,6 +39,7 @@ Unknown keys are errors (a typo must not silently fall back to a default).
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -44,8 +51,17 @@ from controller import errors, resolver, sites
 from controller.admission import pinning
 from controller.registry import hosts
 from controller.registry.credentials import Keychain
+from controller.types import is_int
 
-_TOP_KEYS = {"mode", "failure", "deadlineSeconds", "ignoredNamespaces", "cache", "sites"}
+_TOP_KEYS = {
+    "mode",
+    "failure",
+    "deadlineSeconds",
+    "ignoredNamespaces",
+    "cache",
+    "sites",
+    "server",
+}
 _CACHE_KEYS = {
     "ttlSeconds",
     "negativeTtlSeconds",
@@ -55,6 +71,36 @@ _CACHE_KEYS = {
     "enabled",
 }
 _SITES_KEYS = {"envNames", "kitCliImages", "extra"}
+_SERVER_KEYS = {"clientCAFile", "clientNames", "probePort", "drainSeconds", "shutdownSeconds"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerSettings:
+    """How `kitpin run` serves: who may call it, where the probes are, how it stops
+    (:class:`controller.admission.server.WebhookServer`). Kept here, not beside the server:
+    that module imports kopf and aiohttp, which loading settings must not."""
+
+    client_ca: Path | None = None
+    """PEM CA bundle. When set, the webhook port requires a client certificate signed by it
+    in the TLS handshake: the one the apiserver presents to webhooks (docs/security.md).
+    Default None: any client that reaches the port may submit reviews, and so use any
+    namespace's pull secrets (kitpin warns at start)."""
+    client_names: tuple[str, ...] = ()
+    """With ``client_ca``: the certificate's CN or a DNS name must be one of these (else
+    403), for a CA that also signs other clients. Default empty: any certificate it signed."""
+    probe_port: int | None = None
+    """A plain HTTP port with only ``/healthz``, ``/readyz`` and ``/metrics``, for kubelet
+    probes and Prometheus, which cannot present the apiserver's certificate. Default None:
+    none (probes share the webhook port, which is fine without ``client_ca``)."""
+    drain_seconds: float = 3.0
+    """On SIGTERM, how long ``/readyz`` answers 503 while new connections are still served,
+    so load balancers and endpoints stop sending before the port closes. Default 3 s: a
+    load balancer that checks every second marks the replica down in time; the chart uses 5
+    (kube-proxy and readiness propagation)."""
+    shutdown_seconds: float = 15.0
+    """The whole stop (drain, then in-flight reviews) ends within this; keep it below the
+    pod's ``terminationGracePeriodSeconds`` so kitpin, not SIGKILL, ends the last reviews.
+    Default 15 s: the drain plus a review's deadline (8 s) and some."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,6 +108,7 @@ class Settings:
     """Everything `kitpin run` (and the CLI commands) need, loaded and validated."""
 
     admission: pinning.AdmissionSettings = field(default_factory=pinning.AdmissionSettings)
+    server: ServerSettings = field(default_factory=ServerSettings)
     resolver: resolver.ResolverSettings = field(default_factory=resolver.ResolverSettings)
     hosts: hosts.HostPolicy = field(default_factory=hosts.HostPolicy)
     keychain: Keychain | None = None
@@ -167,7 +214,94 @@ def parse_settings_document(document: object, *, source: str) -> Settings:
         resolver_settings = resolver.ResolverSettings(**resolver_kwargs)
     except errors.ConfigError as e:
         raise _fail(source, "cache", str(e)) from e
-    return Settings(admission=admission, resolver=resolver_settings)
+    server = _server_settings(top.get("server"), source)
+    return Settings(admission=admission, resolver=resolver_settings, server=server)
+
+
+def _server_settings(document: object, source: str) -> ServerSettings:
+    doc = _check_keys(document, _SERVER_KEYS, source, "server")
+    kwargs: dict[str, Any] = {}
+    if doc.get("clientCAFile") is not None:
+        path = doc["clientCAFile"]
+        if not isinstance(path, str) or not path:
+            raise _fail(source, "server.clientCAFile", "expected the path of a PEM file")
+        kwargs["client_ca"] = Path(path)
+    if "clientNames" in doc:
+        kwargs["client_names"] = _strings(doc["clientNames"], source, "server.clientNames")
+    if doc.get("probePort") is not None:
+        port = doc["probePort"]
+        if not is_int(port) or not 1 <= port <= 65535:
+            raise _fail(source, "server.probePort", f"expected a TCP port (1-65535), got {port!r}")
+        kwargs["probe_port"] = port
+    for key, name in (("drainSeconds", "drain_seconds"), ("shutdownSeconds", "shutdown_seconds")):
+        if key in doc:
+            kwargs[name] = _number(doc[key], source, f"server.{key}")
+    try:
+        return check_server_settings(ServerSettings(**kwargs))
+    except errors.ConfigError as e:
+        raise _fail(source, "server", str(e)) from e
+
+
+def check_server_settings(
+    server: ServerSettings, *, webhook_port: int | None = None
+) -> ServerSettings:
+    """``server``, checked: consistent values and a client CA file that loads; ConfigError
+    says what to change."""
+    if server.client_names and server.client_ca is None:
+        raise errors.ConfigError(
+            "client names (clientNames, --client-name) without a client CA (clientCAFile, "
+            "--client-ca): nothing would check them; set the CA or drop the names"
+        )
+    if server.drain_seconds < 0 or server.shutdown_seconds <= 0:
+        raise errors.ConfigError("drainSeconds must be >= 0 and shutdownSeconds > 0")
+    if server.drain_seconds > server.shutdown_seconds:
+        raise errors.ConfigError(
+            f"drainSeconds ({server.drain_seconds:g}) exceeds shutdownSeconds "
+            f"({server.shutdown_seconds:g}): the drain is part of the shutdown; raise "
+            "shutdownSeconds (below the pod's terminationGracePeriodSeconds)"
+        )
+    if webhook_port is not None and server.probe_port == webhook_port:
+        raise errors.ConfigError(
+            f"the probe port ({server.probe_port}) is the webhook port: choose another"
+        )
+    if server.client_ca is not None:
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_verify_locations(
+                cafile=str(server.client_ca)
+            )
+        except ssl.SSLError as e:  # before OSError: it is one
+            raise errors.ConfigError(
+                f"client CA {server.client_ca}: not a PEM certificate bundle ({e.reason or e}): "
+                "give the CA that signed the apiserver's webhook client certificate"
+            ) from e
+        except OSError as e:
+            raise errors.ConfigError(
+                f"client CA {server.client_ca}: cannot read it ({e.strerror or e})"
+            ) from e
+    return server
+
+
+def server_settings(
+    base: ServerSettings,
+    *,
+    client_ca: str | None = None,
+    client_names: Iterable[str] = (),
+    probe_port: int | None = None,
+    webhook_port: int | None = None,
+) -> ServerSettings:
+    """``base`` (the settings file's) with ``kitpin run``'s flags over it (``--client-ca``,
+    ``--client-name``, ``--probe-port``), checked (:func:`check_server_settings`)."""
+    changes: dict[str, Any] = {}
+    if client_ca:
+        changes["client_ca"] = Path(client_ca)
+    names = tuple(client_names)
+    if names:
+        changes["client_names"] = names
+    if probe_port is not None:
+        if not 1 <= probe_port <= 65535:
+            raise errors.ConfigError(f"--probe-port {probe_port}: expected a TCP port (1-65535)")
+        changes["probe_port"] = probe_port
+    return check_server_settings(replace(base, **changes), webhook_port=webhook_port)
 
 
 def load_settings_file(path: str | os.PathLike[str]) -> Settings:

@@ -16,6 +16,22 @@ Everything lives in one run directory::
     <run dir>/kube-controller-manager.kubeconfig
     <log dir>/{etcd,kube-apiserver,kube-controller-manager}.log   (default <run dir>/logs)
 
+Options for what a hardened cluster has:
+
+- ``webhook_client_cert=True``: the apiserver presents a client certificate to every webhook
+  that asks for one, as an administrator sets it up for kitpin's caller authentication
+  (``docs/security.md``): ``--admission-control-config-file`` names an AdmissionConfiguration
+  whose ``WebhookAdmissionConfiguration`` (for both webhook plugins) has a
+  ``kubeConfigFile`` with one user, ``"*"`` (every webhook host; the ports here are random),
+  holding a certificate (CN ``WEBHOOK_CLIENT_NAME``) from a CA of its own
+  (:attr:`ControlPlane.webhook_client_ca`), not the cluster CA::
+
+    <run dir>/pki/webhook-client-ca.{crt,key}, <run dir>/pki/webhook-client.{crt,key}
+    <run dir>/admission/admission-config.yaml, <run dir>/admission/webhook-kubeconfig
+
+- ``audit_policy=<Policy document>``: the apiserver writes audit events (JSON lines) to
+  ``<log dir>/kube-apiserver-audit.log``, read with :meth:`ControlPlane.audit_events`.
+
 ``stop()`` stops kube-controller-manager, kube-apiserver and etcd in that order; a failed
 ``start()`` stops whatever it had started before raising.
 """
@@ -24,6 +40,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import json
 import shutil
 import ssl
 import subprocess
@@ -46,6 +63,8 @@ SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
 KUBERNETES_SERVICE_IP = "10.0.0.1"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc"
 ADMIN_USER = "kitpin-admin"
+WEBHOOK_CLIENT_NAME = "kube-apiserver-webhook-client"
+"""The CN of the certificate the apiserver presents to webhooks (``webhook_client_cert``)."""
 
 # Mutating/ValidatingAdmissionWebhook and ServiceAccount are on by default; naming them keeps
 # the dependency visible (--enable-admission-plugins adds to the default set).
@@ -179,16 +198,27 @@ class ControlPlane:
         binaries: Mapping[str, Path] | None = None,
         timeout: float = 90.0,
         extra_apiserver_flags: Sequence[str] = (),
+        webhook_client_cert: bool = False,
+        audit_policy: Mapping[str, Any] | None = None,
     ) -> None:
         """``run_dir``: where state goes (a fresh temp dir, removed by ``stop()``, if None).
         ``binaries``: paths by binary name (default :func:`tools.find`).
-        ``timeout``: per-component start-up deadline in seconds."""
+        ``timeout``: per-component start-up deadline in seconds.
+        ``webhook_client_cert``, ``audit_policy``: see the module docstring."""
         self._own_run_dir = run_dir is None
         self.run_dir = Path(run_dir or tempfile.mkdtemp(prefix="kitpin-controlplane-")).resolve()
         self.log_dir = Path(log_dir).resolve() if log_dir else self.run_dir / "logs"
         self._binaries = dict(binaries or {})
         self.timeout = timeout
         self.extra_apiserver_flags = list(extra_apiserver_flags)
+        self.webhook_client_cert = webhook_client_cert
+        self.audit_policy = dict(audit_policy) if audit_policy is not None else None
+        self.webhook_client_ca: pki.CertFiles | None = None
+        """The CA of the apiserver's webhook client certificate (``webhook_client_cert``):
+        what ``kitpin run --client-ca`` trusts."""
+        self.webhook_client: pki.CertFiles | None = None
+        """The apiserver's webhook client certificate and key (``webhook_client_cert``)."""
+        self.audit_log = self.log_dir / "kube-apiserver-audit.log"
         self.kubeconfig = self.run_dir / "kubeconfig"
         self.pki_dir = self.run_dir / "pki"
         self.etcd: procs.Process | None = None
@@ -324,6 +354,86 @@ class ControlPlane:
         self._ssl = pki.ssl_context(
             self.ca.cert, client_cert=self.admin.cert, client_key=self.admin.key
         )
+        if self.webhook_client_cert:
+            webhook_ca = pki.CA("kitpin-controlplane-webhook-client-ca")
+            self.webhook_client_ca = webhook_ca.write(self.pki_dir, "webhook-client-ca")
+            self.webhook_client = webhook_ca.client_cert(WEBHOOK_CLIENT_NAME).write(
+                self.pki_dir, "webhook-client"
+            )
+
+    def _admission_flags(self) -> list[str]:
+        """``--admission-control-config-file``: both webhook plugins present the webhook
+        client certificate to every webhook host (``webhook_client_cert``)."""
+        if self.webhook_client is None:
+            return []
+        directory = self.run_dir / "admission"
+        directory.mkdir(parents=True, exist_ok=True)
+        kubeconfig = directory / "webhook-kubeconfig"
+        users = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            # The apiserver picks the user named like the webhook's host[:port], then
+            # "*.<domain>" wildcards, then "*": here every webhook host.
+            "users": [
+                {
+                    "name": "*",
+                    "user": {
+                        "client-certificate-data": base64.b64encode(
+                            self.webhook_client.cert.read_bytes()
+                        ).decode(),
+                        "client-key-data": base64.b64encode(
+                            self.webhook_client.key.read_bytes()
+                        ).decode(),
+                    },
+                }
+            ],
+        }
+        kubeconfig.touch(mode=0o600, exist_ok=True)
+        kubeconfig.write_text(yaml.safe_dump(users, sort_keys=False))
+        plugin_config = {
+            "apiVersion": "apiserver.config.k8s.io/v1",
+            "kind": "WebhookAdmissionConfiguration",
+            "kubeConfigFile": str(kubeconfig),
+        }
+        config = {
+            "apiVersion": "apiserver.config.k8s.io/v1",
+            "kind": "AdmissionConfiguration",
+            "plugins": [
+                {"name": name, "configuration": plugin_config}
+                for name in ("ValidatingAdmissionWebhook", "MutatingAdmissionWebhook")
+            ],
+        }
+        path = directory / "admission-config.yaml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return [f"--admission-control-config-file={path}"]
+
+    def _audit_flags(self) -> list[str]:
+        if self.audit_policy is None:
+            return []
+        policy = self.run_dir / "audit-policy.yaml"
+        policy.write_text(yaml.safe_dump(self.audit_policy, sort_keys=False))
+        self.audit_log.parent.mkdir(parents=True, exist_ok=True)
+        return [
+            f"--audit-policy-file={policy}",
+            f"--audit-log-path={self.audit_log}",
+            "--audit-log-format=json",
+            "--audit-log-mode=blocking",  # written before the API call answers
+        ]
+
+    def audit_events(self) -> list[dict[str, Any]]:
+        """Every audit event written so far (``audit_policy``), oldest first."""
+        try:
+            lines = self.audit_log.read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        events = []
+        for i, line in enumerate(lines):
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError:
+                if i != len(lines) - 1:  # only the line being written may be cut
+                    raise
+        return events
 
     @staticmethod
     def _retry_port_clash(
@@ -410,6 +520,7 @@ class ControlPlane:
         ]
         if FEATURE_GATES:
             argv.append(f"--feature-gates={','.join(FEATURE_GATES)}")
+        argv += self._admission_flags() + self._audit_flags()
         argv += self.extra_apiserver_flags
         self.apiserver = procs.Process("kube-apiserver", argv, log_dir=self.log_dir).start()
         write_kubeconfig(

@@ -31,6 +31,28 @@ def add_parser(sub: Any) -> None:
     r.add_argument("--tls-cert", metavar="FILE", help="serving certificate (PEM)")
     r.add_argument("--tls-key", metavar="FILE", help="serving key (PEM)")
     r.add_argument(
+        "--client-ca",
+        metavar="FILE",
+        help="require a client certificate signed by this CA (PEM) on the webhook port: the "
+        "one the apiserver presents to webhooks, so no other client can submit reviews "
+        "(docs/security.md; settings: server.clientCAFile)",
+    )
+    r.add_argument(
+        "--client-name",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="with --client-ca: the certificate's CN or a DNS name must be NAME (repeatable)",
+    )
+    r.add_argument(
+        "--probe-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="also serve /healthz, /readyz and /metrics (only) on this plain HTTP port, for "
+        "kubelet probes and Prometheus when --client-ca is set (default: none)",
+    )
+    r.add_argument(
         "--namespace",
         default=None,
         help="the controller's own namespace (never admitted through kitpin)",

@@ -7,17 +7,13 @@ import json
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import aiohttp.web
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from controller.admission.server import WebhookServer
+from tests.admission import reviews
 
-REVIEW = {
-    "apiVersion": "admission.k8s.io/v1",
-    "kind": "AdmissionReview",
-    "request": {"uid": "u-1", "object": {"metadata": {"name": "p", "labels": {"é": "ü"}}}},
-}
+REVIEW = reviews.review({"metadata": {"name": "p", "namespace": "ns", "labels": {"é": "ü"}}})
 
 
 class Calls:
@@ -44,13 +40,7 @@ def _client(calls: Calls, *, fast_answers: bool) -> TestClient[Any, Any]:
     server = WebhookServer(addr="127.0.0.1", fast_review=fast, insecure=True)
     # kopf hands its webhook servers a partial with the indexes bound, as here.
     fn = functools.partial(_kopf_fn, calls, indices={})
-
-    async def review(request: aiohttp.web.Request) -> aiohttp.web.Response:
-        return await server._review(fn, request)
-
-    app = aiohttp.web.Application()
-    app.router.add_post("/{id:.*}", review)
-    return TestClient(TestServer(app))
+    return TestClient(TestServer(server.webhook_app(fn)))
 
 
 @pytest.fixture

@@ -137,15 +137,32 @@ def test_helm_test_pod_is_a_hook(default_docs: list[dict[str, Any]]) -> None:
     assert "/check-pods" in script and "/readyz" in script
 
 
-def test_network_policy_is_optional_and_narrow(default_docs: list[dict[str, Any]]) -> None:
-    assert not render.find(default_docs, "NetworkPolicy")
-    docs = render.render({"networkPolicy": {"enabled": True, "egressPorts": [443, 5000]}})
-    policy = render.one(docs, "NetworkPolicy")["spec"]
+def test_network_policy_is_on_by_default_and_narrow(default_docs: list[dict[str, Any]]) -> None:
+    policy = render.one(default_docs, "NetworkPolicy")["spec"]
     assert policy["policyTypes"] == ["Ingress", "Egress"]
+    # Only the webhook port, from any source: the apiserver (whose address is
+    # cluster-specific) always reaches it.
     assert policy["ingress"] == [{"ports": [{"port": "https", "protocol": "TCP"}]}]
     registry_rule = policy["egress"][1]
-    assert [p["port"] for p in registry_rule["ports"]] == [443, 5000]
+    assert [p["port"] for p in registry_rule["ports"]] == [443, 6443]
     assert registry_rule["to"][0]["ipBlock"] == {"cidr": "0.0.0.0/0", "except": ["169.254.0.0/16"]}
+    docs = render.render(
+        {
+            "networkPolicy": {
+                "egressPorts": [443, 5000],
+                "ingressFrom": [{"ipBlock": {"cidr": "172.16.0.0/28"}}],
+            }
+        }
+    )
+    policy = render.one(docs, "NetworkPolicy")["spec"]
+    assert policy["ingress"] == [
+        {
+            "ports": [{"port": "https", "protocol": "TCP"}],
+            "from": [{"ipBlock": {"cidr": "172.16.0.0/28"}}],
+        }
+    ]
+    assert [p["port"] for p in policy["egress"][1]["ports"]] == [443, 5000]
+    assert not render.find(render.render({"networkPolicy": {"enabled": False}}), "NetworkPolicy")
 
 
 def test_service_monitor_is_optional_and_verifies_tls(default_docs: list[dict[str, Any]]) -> None:

@@ -25,6 +25,17 @@ CASES: dict[str, dict[str, Any]] = {
     },
     "existing Secret": {"tls": {"existingSecret": "my-tls", "caBundle": PEM}},
     "existing Secret, injected CA": {"tls": {"existingSecret": "my-tls", "caBundleInjected": True}},
+    "caller authentication, the chart's own CA ConfigMap": {
+        "clientAuth": {"enabled": True, "caBundle": PEM, "allowedNames": ["kube-apiserver"]},
+        "metrics": {"serviceMonitor": {"enabled": True}},
+    },
+    "caller authentication, an existing Secret": {
+        "clientAuth": {"enabled": True, "existingSecret": "webhook-client-ca", "caKey": "ca.pem"}
+    },
+    "caller authentication, an existing ConfigMap": {
+        "clientAuth": {"enabled": True, "existingConfigMap": "webhook-client-ca"}
+    },
+    "no NetworkPolicy": {"networkPolicy": {"enabled": False}},
     "everything optional on": {
         "networkPolicy": {"enabled": True},
         "metrics": {"serviceMonitor": {"enabled": True}},

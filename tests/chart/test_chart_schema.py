@@ -38,6 +38,10 @@ REJECTED: dict[str, tuple[dict[str, Any], str]] = {
         "plural",
     ),
     "a malformed image digest": ({"image": {"digest": "sha256:abc"}}, "digest"),
+    "a typo in clientAuth": ({"clientAuth": {"enable": True}}, "enable"),
+    "a probe port out of range": ({"clientAuth": {"probePort": 70000}}, "probePort"),
+    "a typo in the server settings": ({"settings": {"server": {"drain": 5}}}, "drain"),
+    "a negative drain": ({"settings": {"server": {"drainSeconds": -1}}}, "drainSeconds"),
 }
 
 

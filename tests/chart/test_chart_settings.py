@@ -87,9 +87,11 @@ def test_every_setting_reaches_kitpin() -> None:
                     }
                 ],
             },
+            "server": {"drainSeconds": 10, "shutdownSeconds": 25.5},
         },
     }
     loaded = _loaded(render.render(values))
+    assert (loaded.server.drain_seconds, loaded.server.shutdown_seconds) == (10, 25.5)
     admission, resolver = loaded.admission, loaded.resolver
     assert admission.mode == "pods-only"
     assert admission.failure == "warn"

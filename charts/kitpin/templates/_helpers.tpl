@@ -204,6 +204,7 @@ The policy kinds (controller/webhook.py POLICY_PLURALS): validated by kitpin's o
 {{- $extra = append $extra (omit . "plural" "scope") -}}
 {{- end -}}
 {{- $sites := dict "envNames" $s.sites.envNames "kitCliImages" $s.sites.kitCliImages "extra" $extra -}}
+{{- $server := dict "drainSeconds" $s.server.drainSeconds "shutdownSeconds" $s.server.shutdownSeconds -}}
 {{- $doc := dict
   "mode" $s.mode
   "failure" $s.failure
@@ -211,6 +212,7 @@ The policy kinds (controller/webhook.py POLICY_PLURALS): validated by kitpin's o
   "ignoredNamespaces" ($s.ignoredNamespaces | default list)
   "cache" $cache
   "sites" $sites
+  "server" $server
 -}}
 {{- toYaml $doc -}}
 {{- end -}}
@@ -228,4 +230,27 @@ The policy kinds (controller/webhook.py POLICY_PLURALS): validated by kitpin's o
 
 {{- define "kitpin.caBundlesMounted" -}}
 {{- if or .Values.registry.caBundles .Values.registry.existingCABundlesConfigMap -}}true{{- end -}}
+{{- end -}}
+
+{{/* Caller authentication (clientAuth): where the client CA comes from, mounted at
+/etc/kitpin/client-ca/ca.crt. The chart's own ConfigMap (caBundle), an existing ConfigMap or
+an existing Secret; validate.yaml makes sure exactly one is set when enabled. */}}
+{{- define "kitpin.clientCAVolume" -}}
+{{- $ca := .Values.clientAuth -}}
+{{- if $ca.caBundle -}}
+configMap:
+  name: {{ include "kitpin.fullname" . }}-client-ca
+  items:
+    - {key: ca.crt, path: ca.crt}
+{{- else if $ca.existingConfigMap -}}
+configMap:
+  name: {{ $ca.existingConfigMap }}
+  items:
+    - {key: {{ $ca.caKey }}, path: ca.crt}
+{{- else -}}
+secret:
+  secretName: {{ $ca.existingSecret }}
+  items:
+    - {key: {{ $ca.caKey }}, path: ca.crt}
+{{- end -}}
 {{- end -}}
