@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Build the pinned Go tools (hack/tools.env) into a cache outside the source tree.
 #
-#   hack/tools.sh            build whatever is missing, print the tools directory
+#   hack/tools.sh            build whatever is missing, install HAProxy if missing, print
+#                            the tools directory
 #   hack/tools.sh dir        print the directory only (nothing is built)
+#   hack/tools.sh haproxy    only install HAProxy (Debian's package) if it is missing
 #
 # Layout: $KITPIN_TOOLS_CACHE/<tool>-<version>/<binary>; a build is reused when present.
 # KITPIN_TOOLS_DIR (a directory holding the binaries, e.g. envtest's) skips the build
@@ -89,10 +91,33 @@ build_simple() {
   rm -rf "$out" && mv "$out.tmp" "$out"
 }
 
+# HAProxy (the load balancer of the two-replica e2e test) comes from the distribution, not
+# from Go. When it is missing and we are root, Debian's package is installed (`apt-get update`
+# once, then the install); when it is present, nothing runs and nothing is printed. Otherwise
+# say how to get it. Not fatal here: the test that needs it fails with the same advice
+# (harness/haproxy.py); it never skips.
+haproxy_bin() { PATH="$PATH:/usr/sbin:/usr/local/sbin" command -v haproxy; }
+ensure_haproxy() {
+  haproxy_bin >/dev/null && return 0
+  if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
+    log "haproxy is missing; install it (Debian/Ubuntu: sudo apt-get install -y haproxy)"
+    return 0
+  fi
+  log "installing haproxy (apt-get)"
+  local out; out=$(mktemp); trap 'rm -f "$out"' RETURN
+  if ! { DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends haproxy
+       } >"$out" 2>&1; then
+    cat "$out" >&2; log "apt-get could not install haproxy (output above)"; return 1
+  fi
+  haproxy_bin >/dev/null || { log "apt-get installed haproxy but it is not on PATH"; return 1; }
+}
+
 case "${1:-build}" in
   dir) echo "$cache"; exit 0 ;;
-  build) ;;
-  *) echo "usage: hack/tools.sh [build|dir]" >&2; exit 2 ;;
+  haproxy) ensure_haproxy; exit $? ;;
+  build) ensure_haproxy ;;
+  *) echo "usage: hack/tools.sh [build|dir|haproxy]" >&2; exit 2 ;;
 esac
 
 command -v go >/dev/null || { echo "tools: Go is required to build the tools (or set KITPIN_TOOLS_DIR)" >&2; exit 1; }
