@@ -8,10 +8,15 @@ Label values are always drawn from small, fixed sets so cardinality stays bounde
 
 - ``reason``: the constant ``reason`` of an :mod:`controller.errors` class;
 - ``registry``: a registry ``host[:port]`` the host policy allowed (a handful per cluster);
-- ``kind``: ``manifest`` | ``token`` | ``blob`` | ``ping`` (the ``GET /v2/`` API version
+- ``kind`` of a registry request: ``manifest`` | ``head`` (a manifest ``HEAD``, the digest
+  only: the drift watch's) | ``token`` | ``blob`` | ``ping`` (the ``GET /v2/`` API version
   check, at most once per registry endpoint while it answers);
 - ``webhook`` / ``outcome``: names fixed by the webhook layer;
-- ``generation``: ``0`` | ``1`` | ``2`` (the cyclic garbage collector's).
+- ``generation``: ``0`` | ``1`` | ``2`` (the cyclic garbage collector's);
+- the ModelKitTag records and the drift watch (``controller.tags``): ``kind`` of a record
+  write (:data:`TAG_WRITE_KINDS`), ``outcome`` of a drift check (:data:`DRIFT_OUTCOMES`),
+  ``seen_by`` of a move (:data:`MOVE_SEEN_BY`). A value outside its set is counted as
+  ``other``, so a caller's typo never adds a series.
 
 References, repositories, tags, digests and credential identities are never label values.
 
@@ -23,6 +28,7 @@ already in flight). Stale answers and errors are counted on top of that, per cal
 from __future__ import annotations
 
 import gc
+import math
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final, Literal
@@ -37,9 +43,28 @@ from prometheus_client import (
 
 from controller import errors
 
-__all__ = ["CONTENT_TYPE", "Metrics", "RegistryRequestKind"]
+__all__ = [
+    "CONTENT_TYPE",
+    "DRIFT_OUTCOMES",
+    "MOVE_SEEN_BY",
+    "TAG_WRITE_KINDS",
+    "Metrics",
+    "RegistryRequestKind",
+]
 
-RegistryRequestKind = Literal["manifest", "token", "blob", "ping"]
+RegistryRequestKind = Literal["manifest", "head", "token", "blob", "ping"]
+
+TAG_WRITE_KINDS: Final = ("create", "status", "conflict", "failed")
+"""``kitpin_tag_writes_total{kind}``: a record created, a status patched, a 409 re-read, a
+write given up (``controller.tags.settings.WriteKind``)."""
+
+DRIFT_OUTCOMES: Final = ("unchanged", "moved", "tag-missing", "digest-missing", "error")
+"""``kitpin_drift_checks_total{outcome}`` (``controller.tags.settings.WatchOutcome``)."""
+
+MOVE_SEEN_BY: Final = ("admission", "watch")
+"""``kitpin_tag_moves_total{seen_by}``: who saw a tag move."""
+
+_OTHER: Final = "other"
 
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 """The ``Content-Type`` of :meth:`Metrics.render`'s output."""
@@ -169,6 +194,44 @@ class Metrics:
             registry=r,
         )
 
+        # -- ModelKitTag records and the drift watch (controller.tags) ------------------------
+        self.tag_writes = Counter(
+            "kitpin_tag_writes",
+            "Writes of ModelKitTag records, by kind: create, status (a status patch), conflict "
+            "(a 409 answered, the record read again), failed (a write given up).",
+            ["kind"],
+            registry=r,
+        )
+        self.tag_queue_drops = Counter(
+            "kitpin_tag_queue_drops",
+            "Observations of a tag dropped because the record writer's queue was full (the "
+            "review was answered; its record is not updated).",
+            registry=r,
+        )
+        self.drift_checks = Counter(
+            "kitpin_drift_checks",
+            "Checks of a tag or a pinned digest by the drift watch, by registry host and outcome.",
+            ["registry", "outcome"],
+            registry=r,
+        )
+        self.tag_moves = Counter(
+            "kitpin_tag_moves",
+            "Moves of a tag to another digest, by who saw them: admission or watch.",
+            ["seen_by"],
+            registry=r,
+        )
+        self.drift_budget_wait_seconds = Counter(
+            "kitpin_drift_budget_wait_seconds",
+            "Seconds the drift watch waited for a registry's request budget "
+            "(drift.budgetPerMinute), by registry host.",
+            ["registry"],
+            registry=r,
+        )
+        for kind in TAG_WRITE_KINDS:
+            self.tag_writes.labels(kind=kind)
+        for seen_by in MOVE_SEEN_BY:
+            self.tag_moves.labels(seen_by=seen_by)
+
         # -- process --------------------------------------------------------------------------
         self.gc_pause_seconds = Histogram(
             "kitpin_gc_pause_seconds",
@@ -224,6 +287,31 @@ class Metrics:
         """Count one resolution that ended in an error with this ``reason``."""
         self.resolver_errors.labels(reason=reason).inc()
 
+    # -- ModelKitTag records and the drift watch: controller.tags.settings.TagMetrics -------
+
+    def count_tag_write(self, kind: str) -> None:
+        """Count one write of a record: ``create`` | ``status`` | ``conflict`` | ``failed``."""
+        self.tag_writes.labels(kind=_bounded(kind, TAG_WRITE_KINDS)).inc()
+
+    def count_tag_drop(self) -> None:
+        """Count one observation dropped: the writer's queue was full."""
+        self.tag_queue_drops.inc()
+
+    def count_drift_check(self, registry: str, outcome: str) -> None:
+        """Count one drift check against ``registry`` (a policy-allowed ``host[:port]``) with
+        ``outcome`` (:data:`DRIFT_OUTCOMES`)."""
+        self.drift_checks.labels(registry=registry, outcome=_bounded(outcome, DRIFT_OUTCOMES)).inc()
+
+    def count_tag_move(self, seen_by: str) -> None:
+        """Count one move of a tag, seen by ``admission`` or ``watch``."""
+        self.tag_moves.labels(seen_by=_bounded(seen_by, MOVE_SEEN_BY)).inc()
+
+    def count_budget_wait(self, registry: str, seconds: float) -> None:
+        """Add ``seconds`` the drift watch waited for ``registry``'s budget (a negative or
+        non-finite wait counts as none: a counter only grows)."""
+        wait = seconds if math.isfinite(seconds) and seconds > 0 else 0.0
+        self.drift_budget_wait_seconds.labels(registry=registry).inc(wait)
+
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric (``Content-Type``:
         :data:`CONTENT_TYPE`)."""
@@ -234,3 +322,8 @@ class Metrics:
         full sample name, e.g. ``kitpin_resolver_cache_hits_total``. Meant for tests."""
         sample = self.registry.get_sample_value(name, dict(labels) if labels else None)
         return 0.0 if sample is None else sample
+
+
+def _bounded(value: str, allowed: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``allowed``, else ``other``: label values stay a fixed set."""
+    return value if value in allowed else _OTHER

@@ -2,10 +2,10 @@
 credentials from docker config files and pull secrets (:mod:`.credentials`), Basic and Bearer
 token auth (:mod:`.auth`), and :class:`RegistryClient` (:mod:`.client`), which fetches
 manifests and config blobs, caps their size and verifies their digests locally
-(:mod:`.responses`). Its requests are built by :mod:`.requests` and sent by :mod:`.sender`
-(host policy, DNS answers checked by :mod:`.dns`, redirects), after the ``GET /v2/`` check of
-:mod:`.ping` and the token fetches of :mod:`.tokens`; they go over aiohttp (:mod:`.transport`,
-httpx's transport interface).
+(:mod:`.responses`), or asks for a manifest's digest only (``HEAD``). Its requests are
+built by :mod:`.requests` and sent by :mod:`.sender` (host policy, DNS answers checked by
+:mod:`.dns`, redirects), after the ``GET /v2/`` check of :mod:`.ping` and the token fetches
+of :mod:`.tokens`; they go over aiohttp (:mod:`.transport`, httpx's transport interface).
 
 Import the package and call through it: ``registry.RegistryClient(policy)``.
 """

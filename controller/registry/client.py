@@ -1,5 +1,6 @@
 """The OCI distribution client: fetch a manifest (and a config blob), verify the bytes
-locally, and turn every failure into an :mod:`controller.errors` ``RegistryError``.
+locally, ask for a manifest's digest alone (``HEAD``), and turn every failure into an
+:mod:`controller.errors` ``RegistryError``.
 
 :class:`RegistryClient` is the public API; the request cycle it runs is made of one module
 per concern:
@@ -15,6 +16,9 @@ per concern:
   ``Content-Encoding`` kitpin did not ask for is refused, never decompressed), decodes JSON
   with bounded values and depth (:mod:`controller.jsonlimits`), verifies digests and maps
   status codes and transport failures to errors.
+
+:meth:`RegistryClient.head_digest` sends the manifest request as a ``HEAD`` through the
+same cycle and reads the digest from ``Docker-Content-Digest`` (no body, nothing to verify).
 
 A request goes up front with what its endpoint's known challenge asks for (learnt by the API
 version check when unknown yet), and once more after a ``401`` with what that challenge asks
@@ -57,6 +61,7 @@ DEFAULT_MAX_MANIFEST_BYTES: Final = 4 * MiB
 DEFAULT_MAX_CONFIG_BYTES: Final = 1 * MiB
 
 _DIGEST: Final = re.compile(r"^(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$")
+_SHA256: Final = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 class RegistryClient:
@@ -82,7 +87,7 @@ class RegistryClient:
         ``resolve``: the DNS lookup whose answers the host policy checks.
         ``clock``: wall clock for token expiry and ``Retry-After`` dates.
         ``on_request(registry, kind)``: called for every HTTP request sent (metrics); the API
-        version check is kind ``ping``."""
+        version check is kind ``ping``, :meth:`head_digest`'s requests kind ``head``."""
         if transport is not None and client_factory is not None:
             raise ValueError("pass transport or client_factory, not both")
         self._policy = policy if policy is not None else hosts.HostPolicy()
@@ -143,7 +148,7 @@ class RegistryClient:
             raise target.error(
                 errors.BadResponseError, f"{ref.digest!r} is not a sha256/sha512 digest"
             )
-        answer = await self._get(
+        answer = await self._request(
             lambda authorization: requests.build_manifest_request(
                 self._policy, ref, authorization=authorization
             ),
@@ -163,6 +168,62 @@ class RegistryClient:
             if e.registry:
                 raise
             raise target.error(errors.BadResponseError, e.message) from e
+
+    async def head_digest(
+        self, ref: refs.Reference, *, credential: types.Credential | None = None
+    ) -> str:
+        """The ``Docker-Content-Digest`` of a ``HEAD`` of the manifest ``ref`` names (its
+        digest if it carries one, else its tag), ``sha256:<64 hex>``: the digest only, no body
+        read (a HEAD does not count against Docker Hub's pull limit). Sent as
+        :meth:`get_manifest` sends its GET (same ``Accept``, API version check, auth, host
+        policy, redirects, timeouts), counted as kind ``head``. Nothing is verified against
+        bytes: fetch the manifest by the digest returned (:meth:`get_manifest`) to trust it.
+        A 404 is a :class:`errors.NotFoundError`; raises only :class:`errors.RegistryError`
+        subclasses."""
+        target = Target(
+            registry=ref.registry, repository=ref.repository, subject=f"manifest {ref.canonical}"
+        )
+        self._check_registry(target)
+        if ref.digest is not None and not _DIGEST.match(ref.digest):
+            raise target.error(
+                errors.BadResponseError, f"{ref.digest!r} is not a sha256/sha512 digest"
+            )
+        answer = await self._request(
+            lambda authorization: requests.build_manifest_request(
+                self._policy, ref, authorization=authorization, method="HEAD"
+            ),
+            target=target,
+            credential=credential,
+            kind="head",
+            limit=0,
+        )
+        values = answer.headers.get_list("docker-content-digest")
+        if not values:
+            raise target.error(
+                errors.BadResponseError,
+                "the registry did not return a digest for HEAD (no Docker-Content-Digest "
+                "header), so kitpin cannot tell which digest it names without downloading the "
+                "manifest. Configure the registry, or the proxy in front of it, to send "
+                "Docker-Content-Digest on manifest requests, as the OCI distribution spec says",
+            )
+        digest = values[0].strip()
+        if len(values) > 1 or not _SHA256.fullmatch(digest):
+            shown = ", ".join(values)
+            shown = repr(shown[:100] + "…" if len(shown) > 100 else shown)
+            raise target.error(
+                errors.BadResponseError,
+                f"the registry did not return a digest for HEAD: Docker-Content-Digest is "
+                f"{shown}, not one sha256:<64 hex digits>. The registry, or a proxy in front "
+                "of it, is misbehaving: fix it, or fetch the manifest with a GET instead",
+            )
+        if ref.digest is not None and digest != ref.digest:
+            raise target.error(
+                errors.DigestMismatchError,
+                f"asked for {ref.digest}, the registry answered Docker-Content-Digest "
+                f"{digest}. The registry, or something between kitpin and it (a proxy, a "
+                "cache), is serving another manifest than the one named",
+            )
+        return digest
 
     async def get_config(
         self,
@@ -199,7 +260,7 @@ class RegistryClient:
                 f"{self._max_config_bytes}-byte limit for config blobs; a Kitfile is a few "
                 "KiB, so this is not read",
             )
-        answer = await self._get(
+        answer = await self._request(
             lambda authorization: requests.build_blob_request(
                 self._policy, ref, digest, authorization=authorization
             ),
@@ -232,7 +293,7 @@ class RegistryClient:
             repository=target.repository,
         )
 
-    async def _get(
+    async def _request(
         self,
         build: Callable[[str | None], httpx.Request],
         *,

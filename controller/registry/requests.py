@@ -9,7 +9,7 @@ the origin changes, and its target passes the host policy like the first host.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, Literal
 
 import httpx
 
@@ -44,17 +44,22 @@ def _base_headers(accept: str, authorization: str | None) -> dict[str, str]:
 
 
 def build_manifest_request(
-    policy: hosts.HostPolicy, ref: refs.Reference, *, authorization: str | None = None
+    policy: hosts.HostPolicy,
+    ref: refs.Reference,
+    *,
+    authorization: str | None = None,
+    method: Literal["GET", "HEAD"] = "GET",
 ) -> httpx.Request:
     """``GET /v2/<repository>/manifests/<digest or tag>`` accepting OCI and Docker manifests
-    and indexes."""
+    and indexes; ``method="HEAD"``: the same request for the ``Docker-Content-Digest`` only
+    (same ``Accept``: a registry answers HEAD with the digest of what GET would serve)."""
     scheme = policy.scheme_for(ref.registry)
     url = (
         f"{scheme}://{endpoint_for(ref.registry)}/v2/{ref.repository}"
         f"/manifests/{ref.digest or ref.tag}"
     )
     accept = ", ".join(artifacts.ACCEPTED_MEDIA_TYPES)
-    return httpx.Request("GET", url, headers=_base_headers(accept, authorization))
+    return httpx.Request(method, url, headers=_base_headers(accept, authorization))
 
 
 def build_blob_request(
@@ -80,9 +85,10 @@ def build_ping_request(url: httpx.URL) -> httpx.Request:
 def build_redirect_request(
     previous: httpx.Request, location: str | None, *, policy: hosts.HostPolicy, registry: str
 ) -> httpx.Request:
-    """The request that follows a redirect to ``location``: same method and headers, minus
-    ``Authorization`` when the origin changes. Refuses (``HostNotAllowedError``) a target that
-    is not https, unless its host is configured plain HTTP, and one the host policy denies."""
+    """The request that follows a redirect to ``location``: same method (a HEAD stays a HEAD)
+    and headers, minus ``Authorization`` when the origin changes. Refuses
+    (``HostNotAllowedError``) a target that is not https, unless its host is configured plain
+    HTTP, and one the host policy denies."""
     if not location:
         raise errors.BadResponseError(
             f"{registry} answered a redirect without a Location; the registry is misbehaving",

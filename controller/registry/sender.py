@@ -7,10 +7,11 @@ and maps transport errors (:mod:`.responses`). By default those clients send thr
 :class:`~controller.registry.transport.AiohttpTransport` (httpx's own transport behind a
 proxy from the environment), whose connections go only to addresses that pass the host policy.
 
-Redirects are followed by :meth:`Sender.exchange`, at most :data:`MAX_REDIRECTS`, each target
-checked like the first host; ``Authorization`` goes only to the origin that asked for it
-(:func:`~controller.registry.requests.build_redirect_request`). It reads the final body with
-a hard size cap (:func:`~controller.registry.responses.read_body`).
+Redirects of GETs and HEADs are followed by :meth:`Sender.exchange`, at most
+:data:`MAX_REDIRECTS`, each target checked like the first host; ``Authorization`` goes only to
+the origin that asked for it (:func:`~controller.registry.requests.build_redirect_request`).
+It reads the final body with a hard size cap (:func:`~controller.registry.responses.read_body`);
+of a HEAD's answer, none.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ DEFAULT_TIMEOUT: Final = httpx.Timeout(5.0, connect=3.0)
 """Per request phase. A backstop: the resolver's deadline bounds a whole resolution."""
 
 _REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
+_FOLLOWED: Final = frozenset({"GET", "HEAD"})
+"""The methods whose redirects are followed (kitpin sends no others to a registry)."""
 
 RequestKind = metrics.RegistryRequestKind
 """What a request is for (the label of ``kitpin_registry_requests_total``)."""
@@ -86,13 +89,15 @@ class Sender:
         kind: RequestKind,
         limit: int,
     ) -> Answer:
-        """Send ``request``, following redirects of GETs, and read the final body: at most
-        ``limit`` bytes of a success (more is an error), the start of an error answer."""
+        """Send ``request``, following redirects of GETs and HEADs, and read the final body:
+        at most ``limit`` bytes of a success (more is an error), the start of an error answer.
+        The answer to a HEAD has no body: none is read (its ``Content-Length`` and
+        ``Content-Encoding`` describe what a GET would send), ``Answer.body`` is empty."""
         current = request
         for hop in range(MAX_REDIRECTS + 1):
             response = await self.send(current, purpose=purpose, target=target, kind=kind)
             try:
-                if response.status_code in _REDIRECT_STATUSES and current.method == "GET":
+                if response.status_code in _REDIRECT_STATUSES and current.method in _FOLLOWED:
                     if hop == MAX_REDIRECTS:
                         raise target.error(
                             errors.BadResponseError,
@@ -102,11 +107,15 @@ class Sender:
                     purpose = "redirect"
                     continue
                 success = 200 <= response.status_code < 300
-                body = await responses.read_body(
-                    response,
-                    limit=limit if success else responses.MAX_ERROR_BODY_BYTES,
-                    strict=success,
-                    target=target,
+                body = (
+                    b""
+                    if current.method == "HEAD"
+                    else await responses.read_body(
+                        response,
+                        limit=limit if success else responses.MAX_ERROR_BODY_BYTES,
+                        strict=success,
+                        target=target,
+                    )
                 )
                 return Answer(
                     status=response.status_code,
