@@ -19,21 +19,30 @@ The apiserver: one login (:class:`KubeLogin`: the in-cluster service account, el
 kubeconfig) serves kopf (its login handler) and kitpin's own calls (pull secrets, the audit
 trail: :class:`controller.kubeapi.KubeAPI`). The official ``kubernetes`` client is imported
 only when a kubeconfig user needs an exec plugin or an auth-provider.
+
+Tag records (docs/tags.md, the settings' ``tags:`` and ``drift:``): a
+:class:`~controller.tags.writer.TagWriter` the engine observes resolutions through, flushed
+by a background task; a kopf ``on.event`` watch of ``modelkittags`` feeds it what is stored
+(an event handler: kopf writes nothing onto the records, unlike ``on.create``). The drift
+watch runs only on the replica holding the Lease in kitpin's namespace, with the central
+keychain's credentials only (no namespace's pull secrets).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import gc
 import logging
 import os
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from controller import errors, kubeapi
+from controller import errors, kubeapi, refs, types
 
 # kopf imports the kubernetes client (~19 MB) when it is installed: see kubeapi.
 with kubeapi.kubernetes_client_hidden():
@@ -42,12 +51,22 @@ with kubeapi.kubernetes_client_hidden():
     from controller import audit, kubecreds, settings
     from controller import metrics as metrics_mod
     from controller.admission import decide, fastpath, pinning, server, webhook
+    from controller.admission import indexes as index_ids
     from controller.registry.client import RegistryClient
+    from controller.registry.credentials import Keychain
     from controller.resolver import ConfigCache, Resolver
+    from controller.tags import TagsSettings
+    from controller.tags import lease as tag_lease
+    from controller.tags import model as tag_model
+    from controller.tags import watch as tag_watch
+    from controller.tags import writer as tag_writer
 
 logger = logging.getLogger(__name__)
 
 MANAGED_CONFIG_NAME = "kitpin.dev"
+
+TAGS_FLUSH_ON_STOP = 5.0
+"""Seconds the last flush of tag records may take at shutdown."""
 
 SERVICE_ACCOUNT_REFRESH = 60.0
 """Seconds after which the service account's token is read again: the kubelet rotates the
@@ -179,8 +198,115 @@ def run(args: argparse.Namespace) -> int:
             ca_file=ca_file,
             managed=args.dev,
             serving=serving,
+            tags_settings=loaded.tags,
+            own_namespace=own,
         )
     )
+
+
+class _CentralCredentials:
+    """The drift watch's credentials: the central keychain only (``--docker-config``). It
+    acts for no admitted object, so it never reads a namespace's pull secrets: a tag only a
+    namespace's secret can read is not checked (its HEAD answers 401, counted as an error)."""
+
+    def __init__(self, keychain: Keychain | None) -> None:
+        self._keychain = keychain
+
+    async def credential(
+        self, ref: refs.Reference, *, namespaces: Sequence[str]
+    ) -> types.Credential | None:
+        if self._keychain is None:
+            return None
+        return self._keychain.lookup(ref.registry, repository=ref.repository)
+
+
+def _register_tags(
+    registry: kopf.OperatorRegistry,
+    *,
+    writer: tag_writer.TagWriter,
+    api: kubeapi.KubeAPI[Any],
+    client: RegistryClient,
+    keychain: Keychain | None,
+    settings: TagsSettings,
+    metrics: metrics_mod.Metrics,
+    namespace: str | None,
+) -> None:
+    """The ModelKitTag side of `kitpin run`: the watch feeding the writer, the writer's
+    flush loop, and the drift watch under the Lease."""
+
+    @kopf.on.event(
+        tag_model.GROUP, tag_model.VERSION, tag_model.PLURAL, registry=registry, id="kitpin-tags"
+    )
+    def tag_record(body: Mapping[str, Any], name: str, **kwargs: Any) -> None:
+        if kwargs.get("type") == "DELETED":
+            writer.forget(name)
+        else:
+            writer.remember(body)
+
+    tasks: list[asyncio.Task[None]] = []
+
+    @kopf.on.startup(registry=registry)
+    async def start_tags(**kwargs: Any) -> None:
+        tasks.append(asyncio.create_task(writer.run(), name="kitpin-tags-writer"))
+        if not settings.drift:
+            return
+        if not namespace:
+            logger.warning(
+                "the drift watch is off: kitpin's namespace is unknown (set POD_NAMESPACE or "
+                "--namespace), so there is no Lease to elect a leader with"
+            )
+            return
+        cluster_index = kwargs.get(index_ids.CLUSTER_POLICIES_INDEX)
+        namespaced_index = kwargs.get(index_ids.NAMESPACED_POLICIES_INDEX)
+
+        def immutable(key: tag_model.TagKey) -> bool:
+            policies = [
+                p
+                for index in (cluster_index, namespaced_index)
+                if index is not None
+                for store in index.values()
+                for p in store
+            ]
+            return any(
+                p.tags is not None and p.tags.is_immutable(key.tag) is not None for p in policies
+            )
+
+        drift = tag_watch.DriftWatch(
+            writer,
+            client,
+            credentials=_CentralCredentials(keychain),
+            workloads=tag_watch.ApiWorkloads(api),
+            events=tag_watch.ApiEvents(api),
+            immutable=immutable,
+            settings=settings,
+            metrics=metrics,
+        )
+        elector = tag_lease.LeaseElector(
+            api,
+            namespace=namespace,
+            name=settings.lease_name,
+            duration=settings.lease_duration,
+            renew_deadline=settings.lease_renew_deadline,
+            retry=settings.lease_retry,
+        )
+        logger.info(
+            "drift watch: electing a leader on the Lease %s/%s as %s",
+            namespace,
+            settings.lease_name,
+            elector.holder,
+        )
+        tasks.append(asyncio.create_task(elector.run(drift.run), name="kitpin-drift-lease"))
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop_tags(**_: Any) -> None:
+        for task in tasks:
+            task.cancel()  # the elector releases the Lease as it stops
+        await asyncio.gather(*tasks, return_exceptions=True)
+        # What admissions observed before shutdown is written, within a bound: an
+        # unreachable apiserver must not hold the pod past its grace period.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(TAGS_FLUSH_ON_STOP):
+                await writer.flush()
 
 
 def _small_tls_buffers() -> None:
@@ -228,7 +354,10 @@ async def _serve(
     ca_file: Path | None,
     managed: bool,
     serving: settings.ServerSettings,
+    tags_settings: TagsSettings | None = None,
+    own_namespace: str | None = None,
 ) -> int:
+    tags_settings = tags_settings or TagsSettings()
     metrics = metrics_mod.Metrics()
     kopf_settings = kopf.OperatorSettings()
     login = KubeLogin(kopf_settings)
@@ -243,11 +372,19 @@ async def _serve(
     ):
         resolver = Resolver(client, settings=resolver_settings, metrics=metrics)
         credentials = kubecreds.NamespaceCredentials(kubecreds.ApiReader(api), central=keychain)
+        writer = (
+            tag_writer.TagWriter(
+                tag_writer.ApiTagStore(api), settings=tags_settings, metrics=metrics
+            )
+            if tags_settings.records
+            else None
+        )
         engine = pinning.Engine(
             resolver,
             credentials=credentials,
             configs=ConfigCache(client),
             settings=admission,
+            tags=writer,
         )
         recorder = audit.AuditRecorder(audit.ApiAuditSink(api), metrics=metrics)
         registry = kopf.OperatorRegistry()
@@ -279,6 +416,18 @@ async def _serve(
             for task in flusher:
                 task.cancel()
             await recorder.flush()  # what was recorded before shutdown is not lost
+
+        if writer is not None:
+            _register_tags(
+                registry,
+                writer=writer,
+                api=api,
+                client=client,
+                keychain=keychain,
+                settings=tags_settings,
+                metrics=metrics,
+                namespace=own_namespace,
+            )
 
         kopf_settings.admission.server = server.WebhookServer(  # a kopf.WebhookServer subclass
             addr=listen,

@@ -32,6 +32,20 @@ chart's ConfigMap) is YAML::
           paths: ["spec.models[*].source"]
           grammar: kit        # kit | image
           prefix: ""          # e.g. "kit://"
+    tags:                     # ModelKitTag records (docs/tags.md; controller.tags.TagsSettings)
+      records: true           # keep one per tag resolved at admission (background, bounded)
+      flushIntervalSeconds: 1
+      queueSize: 10000        # tags waiting to be written; beyond: dropped and counted
+      observationsPerTag: 64
+      checkedWriteEverySeconds: 3600
+    drift:                    # the drift watch, on the one replica holding the Lease
+      enabled: true
+      intervalSeconds: 300
+      budgetPerMinute: 60     # registry requests per minute per registry
+      leaseName: kitpin-drift-watch
+      leaseDurationSeconds: 15
+      leaseRenewDeadlineSeconds: 10
+      leaseRetrySeconds: 2
 
 Unknown keys are errors (a typo must not silently fall back to a default).
 """
@@ -51,6 +65,7 @@ from controller import errors, resolver, sites
 from controller.admission import pinning
 from controller.registry import hosts
 from controller.registry.credentials import Keychain
+from controller.tags import TagsSettings
 from controller.types import is_int
 
 _TOP_KEYS = {
@@ -61,6 +76,8 @@ _TOP_KEYS = {
     "cache",
     "sites",
     "server",
+    "tags",
+    "drift",
 }
 _CACHE_KEYS = {
     "ttlSeconds",
@@ -72,6 +89,23 @@ _CACHE_KEYS = {
 }
 _SITES_KEYS = {"envNames", "kitCliImages", "extra"}
 _SERVER_KEYS = {"clientCAFile", "clientNames", "probePort", "drainSeconds", "shutdownSeconds"}
+# settings key → (TagsSettings field, kind)
+_TAGS_FIELDS: dict[str, tuple[str, str]] = {
+    "records": ("records", "bool"),
+    "flushIntervalSeconds": ("flush_interval", "seconds"),
+    "queueSize": ("queue_size", "int"),
+    "observationsPerTag": ("observations_per_tag", "int"),
+    "checkedWriteEverySeconds": ("checked_write_every", "seconds"),
+}
+_DRIFT_FIELDS: dict[str, tuple[str, str]] = {
+    "enabled": ("drift", "bool"),
+    "intervalSeconds": ("drift_interval", "seconds"),
+    "budgetPerMinute": ("budget_per_minute", "int"),
+    "leaseName": ("lease_name", "str"),
+    "leaseDurationSeconds": ("lease_duration", "seconds"),
+    "leaseRenewDeadlineSeconds": ("lease_renew_deadline", "seconds"),
+    "leaseRetrySeconds": ("lease_retry", "seconds"),
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,6 +146,8 @@ class Settings:
     resolver: resolver.ResolverSettings = field(default_factory=resolver.ResolverSettings)
     hosts: hosts.HostPolicy = field(default_factory=hosts.HostPolicy)
     keychain: Keychain | None = None
+    tags: TagsSettings = field(default_factory=TagsSettings)
+    """The ``tags:`` and ``drift:`` sections: ModelKitTag records and the drift watch."""
 
 
 def _fail(source: str, where: str, problem: str) -> errors.ConfigError:
@@ -215,7 +251,38 @@ def parse_settings_document(document: object, *, source: str) -> Settings:
     except errors.ConfigError as e:
         raise _fail(source, "cache", str(e)) from e
     server = _server_settings(top.get("server"), source)
-    return Settings(admission=admission, resolver=resolver_settings, server=server)
+    tags = _tags_settings(top.get("tags"), top.get("drift"), source)
+    return Settings(admission=admission, resolver=resolver_settings, server=server, tags=tags)
+
+
+def _tags_settings(tags_doc: object, drift_doc: object, source: str) -> TagsSettings:
+    kwargs: dict[str, Any] = {}
+    for section, document, fields in (
+        ("tags", tags_doc, _TAGS_FIELDS),
+        ("drift", drift_doc, _DRIFT_FIELDS),
+    ):
+        doc = _check_keys(document, set(fields), source, section)
+        for key, value in doc.items():
+            name, kind = fields[key]
+            where = f"{section}.{key}"
+            if kind == "bool":
+                if not isinstance(value, bool):
+                    raise _fail(source, where, "expected true or false")
+            elif kind == "int":
+                if not is_int(value) or value <= 0:
+                    raise _fail(source, where, f"expected a positive integer, got {value!r}")
+            elif kind == "str":
+                if not isinstance(value, str) or not value:
+                    raise _fail(source, where, "expected a non-empty string")
+            else:
+                value = _number(value, source, where)
+                if value <= 0:
+                    raise _fail(source, where, f"must be > 0, got {value:g}")
+            kwargs[name] = value
+    try:
+        return TagsSettings(**kwargs)
+    except errors.ConfigError as e:
+        raise _fail(source, "tags/drift", str(e)) from e
 
 
 def _server_settings(document: object, source: str) -> ServerSettings:

@@ -16,7 +16,7 @@ or stale and ignored: the site's value itself is judged.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,16 +64,22 @@ def build(
     *,
     resolutions: Mapping[str, Resolution] | None = None,
     configs: Mapping[str, Mapping[str, Any]] | None = None,
+    first_seen: Callable[[refs.Reference], policy.FirstSeen | None] | None = None,
 ) -> list[policy.Evidence]:
     """The evidence policy judges for the references ``found`` in ``obj``: each as the user
     wrote it (``obj``'s pin records), with its resolution and its config blob (the Kitfile)
-    when the caller has them (both by the site's JSON pointer, relative to ``obj``)."""
+    when the caller has them (both by the site's JSON pointer, relative to ``obj``), and for
+    a reference the user wrote without a digest the first digest recorded for its tag
+    (``first_seen``, the ModelKitTag records: ``tags.immutable``)."""
     records = pins.read(obj)
     resolutions = resolutions or {}
     configs = configs or {}
     evidence: list[policy.Evidence] = []
     for f in found:
         reference, written = as_written(f, records.get(f.site.path))
+        first = (
+            first_seen(reference) if first_seen is not None and reference.digest is None else None
+        )
         evidence.append(
             policy.Evidence(
                 site=f.site,
@@ -81,6 +87,7 @@ def build(
                 resolution=resolutions.get(f.site.path),
                 config=configs.get(f.site.path),
                 written=written,
+                first_seen=first,
             )
         )
     return evidence

@@ -27,6 +27,12 @@ and artifacts that are not ModelKits/ModelPacks where a ModelKit is expected
 Policy judges what :func:`.evidence.build` gives it: every reference as the user wrote it
 (kitpin's own pin never satisfies ``tags.requireDigest``), the same evidence ``kitpin check``
 judges.
+
+Tag records (:class:`TagRecorder`, the ModelKitTag writer, optional): every successful
+resolution of a reference written without a digest is observed (with the admitted object's
+owner-level workload), and so is every digest kept by rule 4; never for a dry run. The
+recorder is synchronous, does no I/O and constant work per call (a cached review queues
+nothing); it is also where ``tags.immutable`` reads a tag's first-seen digest.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Final, Literal, Protocol
 
 from controller import artifacts, errors, policy, refs, sites, types
@@ -61,6 +68,7 @@ __all__ = [
     "Reason",
     "Resolver",
     "Review",
+    "TagRecorder",
     "not_a_modelkit_message",
 ]
 
@@ -238,6 +246,39 @@ class NoCredentials:
         return None
 
 
+class TagRecorder(Protocol):
+    """The ModelKitTag records (:class:`controller.tags.writer.TagWriter`). Every method is
+    synchronous, does no I/O and constant work: it runs on the admission path."""
+
+    def observe_admission(
+        self,
+        resolution: Resolution,
+        *,
+        obj: Mapping[str, Any],
+        namespace: str,
+        immutable: bool = False,
+    ) -> bool:
+        """``obj`` (its owner-level workload) was pinned to ``resolution``'s digest;
+        ``immutable``: the tag is under a ``tags.immutable`` rule. True when queued."""
+        ...
+
+    def observe_kept(
+        self,
+        ref: refs.Reference,
+        digest: str,
+        *,
+        obj: Mapping[str, Any],
+        namespace: str,
+        at: datetime,
+    ) -> bool:
+        """``obj`` keeps ``digest`` of ``ref``'s tag without a resolution (rule 4)."""
+        ...
+
+    def first_seen(self, ref: refs.Reference) -> tuple[str, datetime] | None:
+        """The first digest recorded for ``ref``'s tag and when; None without a record."""
+        ...
+
+
 class Engine:
     """Decides mutations and validations; holds no per-request state."""
 
@@ -248,11 +289,13 @@ class Engine:
         credentials: Credentials | None = None,
         configs: ConfigSource | None = None,
         settings: AdmissionSettings | None = None,
+        tags: TagRecorder | None = None,
     ) -> None:
         self.resolver = resolver
         self.credentials: Credentials = credentials or NoCredentials()
         self.configs = configs
         self.settings = settings or AdmissionSettings()
+        self.tags = tags
 
     # --- mutation ------------------------------------------------------------------------
 
@@ -324,6 +367,14 @@ class Engine:
                     if previous is not None and previous.get("digest") == kept
                     else pins.record(site.value, kept, None)
                 )
+                if self.tags is not None and not review.dry_run:
+                    self.tags.observe_kept(
+                        ref,
+                        kept,
+                        obj=review.obj,
+                        namespace=review.namespace,
+                        at=datetime.now(UTC),
+                    )
                 continue
             to_resolve.append(found)
 
@@ -342,6 +393,7 @@ class Engine:
                 records[found.site.path] = pins.record(
                     found.site.value, result.digest, result.resolved_at
                 )
+                self._observe(review, result)
                 if result.stale:
                     warnings.append(
                         f"{found.site.where}: the registry could not be reached "
@@ -438,6 +490,8 @@ class Engine:
                 )
                 continue
             resolved[f.site.path] = result
+            if f.ref.digest is None:  # not pinned by kitpin (validate-only, pods-only, ...)
+                self._observe(review, result)
             problem = not_a_modelkit_message(f.site, result)
             if problem is not None:
                 problems.append(f"{f.site.where}: {problem}")
@@ -456,7 +510,17 @@ class Engine:
                 applicable,
                 namespace=review.namespace,
                 namespace_labels=review.namespace_labels,
-                evidence=evidence.build(review.obj, found, resolutions=resolved, configs=configs),
+                evidence=evidence.build(
+                    review.obj,
+                    found,
+                    resolutions=resolved,
+                    configs=configs,
+                    first_seen=(
+                        self._first_seen
+                        if self.tags is not None and policy.needs_first_seen(applicable)
+                        else None
+                    ),
+                ),
             )
             violations = verdict.violations
             if violations:
@@ -516,6 +580,30 @@ class Engine:
                     f"{f.site.where}: cannot read the Kitfile of '{f.site.value}': {e.reason}: {e}"
                 )
         return configs
+
+    # --- tag records ---------------------------------------------------------------------
+
+    def _observe(self, review: Review, resolution: Resolution) -> None:
+        """Tell the tag records what a review resolved (never for a dry run)."""
+        if self.tags is None or review.dry_run:
+            return
+        immutable = bool(review.policies) and policy.immutable_tag(
+            policy.matching(
+                review.policies,
+                namespace=review.namespace,
+                namespace_labels=review.namespace_labels,
+            ),
+            resolution.reference,
+        )
+        self.tags.observe_admission(
+            resolution, obj=review.obj, namespace=review.namespace, immutable=immutable
+        )
+
+    def _first_seen(self, ref: refs.Reference) -> policy.FirstSeen | None:
+        if self.tags is None:
+            return None
+        known = self.tags.first_seen(ref)
+        return None if known is None else policy.FirstSeen(digest=known[0], at=known[1])
 
     # --- helpers -------------------------------------------------------------------------
 

@@ -93,8 +93,10 @@ from __future__ import annotations
 from controller.artifacts import MODEL_FORMATS
 from controller.policy.evaluation import (
     evaluate,
+    immutable_tag,
     matching,
     needs_config,
+    needs_first_seen,
     needs_kitfile,
     needs_resolution,
 )
@@ -126,6 +128,7 @@ from controller.policy.model import (
     VERSION,
     ArtifactRules,
     Evidence,
+    FirstSeen,
     Glob,
     LabelSelector,
     LicenseRules,
@@ -171,6 +174,7 @@ __all__ = [
     "VERSION",
     "ArtifactRules",
     "Evidence",
+    "FirstSeen",
     "Glob",
     "LabelSelector",
     "LicenseRules",
@@ -193,9 +197,11 @@ __all__ = [
     "accepted_status",
     "declared_licenses",
     "evaluate",
+    "immutable_tag",
     "kitfile_of",
     "matching",
     "needs_config",
+    "needs_first_seen",
     "needs_kitfile",
     "needs_resolution",
     "parent_references",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from controller import artifacts, types
+from controller import artifacts, refs, types
 from controller.policy.kitfile import (
     ParentReference,
     declared_licenses,
@@ -21,6 +21,7 @@ from controller.policy.kitfile import (
 )
 from controller.policy.model import (
     Evidence,
+    FirstSeen,
     Glob,
     LicenseRules,
     Policy,
@@ -50,9 +51,27 @@ def matching(
 
 
 def needs_resolution(policies: Iterable[Policy]) -> bool:
-    """Whether any rule reads the manifest (artifact or parent rules). Without one, the
-    reference itself (repository, tag, digest) is all the policies look at."""
-    return any(p.artifacts is not None or p.parents is not None for p in policies)
+    """Whether any rule reads the manifest or the digest a tag resolves to (artifact, parent
+    and ``tags.immutable`` rules). Without one, the reference itself (repository, tag,
+    digest) is all the policies look at."""
+    return any(
+        p.artifacts is not None
+        or p.parents is not None
+        or (p.tags is not None and bool(p.tags.immutable))
+        for p in policies
+    )
+
+
+def needs_first_seen(policies: Iterable[Policy]) -> bool:
+    """Whether any rule compares a resolution with the tag's first-seen digest
+    (``tags.immutable``): only then does the engine look the records up."""
+    return any(p.tags is not None and bool(p.tags.immutable) for p in policies)
+
+
+def immutable_tag(policies: Iterable[Policy], ref: refs.Reference) -> bool:
+    """Whether ``ref``'s tag matches a ``tags.immutable`` pattern of any of ``policies``
+    (for the ``ImmutableTagMoved`` condition of its record and the drift watch's Event)."""
+    return any(p.tags is not None and p.tags.is_immutable(ref.tag) is not None for p in policies)
 
 
 def needs_kitfile(policies: Iterable[Policy]) -> bool:
@@ -219,6 +238,10 @@ class _Check:
                     "use an allowed tag, or reference the ModelKit by digest only "
                     f"('{self.ev.site.prefix}{ref.name}@sha256:<digest>')",
                 )
+        if rules.immutable and ref.digest is None:
+            glob = rules.is_immutable(ref.tag)
+            if glob is not None:
+                self.immutable(glob)
         if rules.require_digest and ref.digest is None:
             self.violation(
                 Rule.TAGS_REQUIRE_DIGEST,
@@ -228,6 +251,27 @@ class _Check:
                 f"write '{self.ev.site.prefix}{ref.name}:{ref.tag}@sha256:<digest>' in the "
                 f"manifest (`kitpin resolve '{ref}'` prints the digest)",
             )
+
+    def immutable(self, glob: Glob) -> None:
+        """Trust on first use: the tag's first recorded digest is the truth."""
+        ref, resolution, first = self.ref, self.ev.resolution, self.ev.first_seen
+        if resolution is None:
+            self.skip(
+                Rule.TAGS_IMMUTABLE, "the reference was not resolved, so its digest is unknown"
+            )
+            return
+        if first is None or first.digest == resolution.digest:
+            return  # first use (no record yet), or the digest it always had
+        self.violation(
+            Rule.TAGS_IMMUTABLE,
+            Reason.IMMUTABLE_TAG_MOVED,
+            _immutable_problem(ref, glob, first, resolution.digest, self.namespace),
+            "the content behind an immutable tag must not change: push the new content "
+            "under a new tag, or pin the digest you mean "
+            f"('{self.ev.site.prefix}{ref.name}:{ref.tag}@{first.digest}'); if the new "
+            "digest is the right one, delete the tag's ModelKitTag record (`kubectl get mkt`) "
+            "so the next admission trusts it",
+        )
 
     # -- the artifact --------------------------------------------------------------------
 
@@ -385,6 +429,16 @@ class _Check:
                     f"'{ref.name}:{ref.tag}@sha256:<digest>' (`kitpin resolve "
                     f"'{parent.text}'` prints the digest)",
                 )
+
+
+def _immutable_problem(
+    ref: refs.Reference, glob: Glob, first: FirstSeen, digest: str, namespace: str
+) -> str:
+    return (
+        f"uses the tag {ref.tag!r}, which is immutable in namespace {namespace} (pattern "
+        f"{glob.pattern!r}), but it now resolves to {digest}; its first recorded digest was "
+        f"{first.digest}, seen {types.rfc3339(first.at)}"
+    )
 
 
 def _quote_all(globs: Sequence[Glob]) -> str:

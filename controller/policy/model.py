@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from types import MappingProxyType
 from typing import Any, Final, Literal, get_args
 
@@ -75,6 +76,7 @@ class Rule:
     TAGS_DENIED: Final = "tags.denied"
     TAGS_ALLOWED: Final = "tags.allowed"
     TAGS_REQUIRE_DIGEST: Final = "tags.requireDigest"
+    TAGS_IMMUTABLE: Final = "tags.immutable"
     ARTIFACTS_FORMATS: Final = "artifacts.formats"
     ARTIFACTS_REQUIRED_LAYERS: Final = "artifacts.requiredLayers"
     ARTIFACTS_LICENSES: Final = "artifacts.licenses"
@@ -90,6 +92,7 @@ class Reason:
     TAG_DENIED: Final = "TagDenied"
     TAG_NOT_ALLOWED: Final = "TagNotAllowed"
     DIGEST_REQUIRED: Final = "DigestRequired"
+    IMMUTABLE_TAG_MOVED: Final = "ImmutableTagMoved"
     FORMAT_NOT_ALLOWED: Final = "FormatNotAllowed"
     LAYERS_MISSING: Final = "RequiredLayersMissing"
     LICENSE_NOT_ALLOWED: Final = "LicenseNotAllowed"
@@ -195,7 +198,15 @@ class TagRules:
     allowed: tuple[Glob, ...] = ()
     denied: tuple[Glob, ...] = ()
     require_digest: bool = False
+    immutable: tuple[Glob, ...] = ()
+    """Content tags: the first digest recorded for a matching tag (its ModelKitTag's
+    first-seen digest) is the truth; a resolution to another digest is a violation. A
+    reference written with a digest is pinned by its writer and passes."""
     mode: Mode | None = None
+
+    def is_immutable(self, tag: str) -> Glob | None:
+        """The ``immutable`` pattern ``tag`` matches, or None."""
+        return next((g for g in self.immutable if g.matches(tag)), None)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -281,6 +292,7 @@ class Policy:
             names += [Rule.TAGS_DENIED] if t.denied else []
             names += [Rule.TAGS_ALLOWED] if t.allowed else []
             names += [Rule.TAGS_REQUIRE_DIGEST] if t.require_digest else []
+            names += [Rule.TAGS_IMMUTABLE] if t.immutable else []
         if a := self.artifacts:
             names += [Rule.ARTIFACTS_FORMATS] if a.formats else []
             names += [Rule.ARTIFACTS_REQUIRED_LAYERS] if a.required_layers else []
@@ -308,6 +320,7 @@ class Policy:
             items = [f"deny {_join_patterns(t.denied)}"] if t.denied else []
             items += [f"allow {_join_patterns(t.allowed)}"] if t.allowed else []
             items += ["digest required"] if t.require_digest else []
+            items += [f"immutable {_join_patterns(t.immutable)}"] if t.immutable else []
             block("tags", t.mode, items)
         if a := self.artifacts:
             items = [f"formats {' '.join(sorted(a.formats))}"] if a.formats else []
@@ -342,6 +355,15 @@ def policy_order(policy: Policy) -> tuple[int, str, str]:
 
 
 @dataclass(frozen=True, kw_only=True)
+class FirstSeen:
+    """The first digest recorded for a tag (its ``ModelKitTag``'s ``status.firstSeen``) and
+    when: the truth for a tag under ``tags.immutable`` (trust on first use)."""
+
+    digest: str
+    at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
 class Evidence:
     """What the engine knows about one reference in the object under review."""
 
@@ -358,6 +380,9 @@ class Evidence:
     written: str | None = None
     """The site's text as the user wrote it, when kitpin has since pinned it (messages quote
     this, not kitpin's own pin). None: the site's current value is what the user wrote."""
+    first_seen: FirstSeen | None = None
+    """The first digest recorded for the reference's tag (``tags.immutable``); None when no
+    record is known (first use: nothing to compare with) or none was asked for."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -102,7 +102,7 @@ _SPEC_FIELDS: Final = ("mode", "namespaceSelector", "repositories", "tags", "art
 _SELECTOR_FIELDS: Final = ("matchLabels", "matchExpressions")
 _EXPRESSION_FIELDS: Final = ("key", "operator", "values")
 _REPOSITORY_FIELDS: Final = ("allowed", "denied", "mode")
-_TAG_FIELDS: Final = ("allowed", "denied", "requireDigest", "mode")
+_TAG_FIELDS: Final = ("allowed", "denied", "requireDigest", "immutable", "mode")
 _ARTIFACT_FIELDS: Final = ("formats", "requiredLayers", "licenses", "mode")
 _LICENSE_FIELDS: Final = ("allowed", "allowUndeclared")
 _PARENT_FIELDS: Final = ("requireDigest", "mode")
@@ -445,24 +445,28 @@ class _PolicyParser:
         mode = self.mode(value, f"{path}.mode")
         allowed = self.globs(value, "allowed", path, self.tag_glob)
         denied = self.globs(value, "denied", path, self.tag_glob)
+        immutable = self.globs(value, "immutable", path, self.tag_glob)
         require_digest = self.boolean(value, "requireDigest", f"{path}.requireDigest", False)
         if (
             not require_digest
             and not allowed
             and not denied
+            and not immutable
             and "allowed" not in value
             and "denied" not in value
+            and "immutable" not in value
         ):
             self.problem(
                 path,
-                "states no rule; list allowed or denied tags, set requireDigest: true, "
-                "or remove it",
+                "states no rule; list allowed, denied or immutable tags, set "
+                "requireDigest: true, or remove it",
             )
         self.dead_allowed(allowed, denied, path, what="tag")
         return TagRules(
             allowed=tuple(g for _, g in allowed),
             denied=tuple(g for _, g in denied),
             require_digest=require_digest,
+            immutable=tuple(g for _, g in immutable),
             mode=mode,
         )
 

@@ -16,6 +16,27 @@ from harness import chart as render
 pytestmark = pytest.mark.integration
 
 POLICY_PLACEHOLDERS = {"every CRD in `crds/`", "`<each>/status`"}
+TAG_RECORDS_RULE = {
+    "apiGroups": ["kitpin.dev"],
+    "resources": ["modelkittags"],
+    "verbs": ["get", "create"],
+}
+WORKLOAD_RULES = [
+    {
+        "apiGroups": ["apps"],
+        "resources": ["deployments", "statefulsets", "daemonsets", "replicasets"],
+        "verbs": ["get"],
+    },
+    {"apiGroups": ["batch"], "resources": ["jobs", "cronjobs"], "verbs": ["get"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]},
+    {"apiGroups": ["serving.kserve.io"], "resources": ["inferenceservices"], "verbs": ["get"]},
+]
+
+
+def _derived(rule: dict[str, Any]) -> bool:
+    """The kitpin.dev rules derived from the CRDs (list/watch, status patch)."""
+    return rule["apiGroups"] == ["kitpin.dev"] and rule != TAG_RECORDS_RULE
+
 
 CRD = """\
 apiVersion: apiextensions.k8s.io/v1
@@ -64,7 +85,7 @@ def test_rules_are_the_readme_table(default_docs: list[dict[str, Any]]) -> None:
     rendered = {
         (frozenset(r["apiGroups"]), resource, frozenset(r["verbs"]))
         for r in _rules(default_docs)
-        if r["apiGroups"] != ["kitpin.dev"]
+        if not _derived(r)
         for resource in r["resources"]
     }
     assert rendered == documented
@@ -88,7 +109,7 @@ def test_policy_rules_name_the_crds_the_chart_ships(default_docs: list[dict[str,
         and doc.get("kind") == "CustomResourceDefinition"
         and doc["spec"]["group"] == "kitpin.dev"
     )
-    kitpin_rules = [r for r in _rules(default_docs) if r["apiGroups"] == ["kitpin.dev"]]
+    kitpin_rules = [r for r in _rules(default_docs) if _derived(r)]
     if not plurals:
         assert kitpin_rules == []
         return
@@ -155,5 +176,52 @@ def test_policy_rules_follow_the_crds_in_the_chart(tmp_path: Path) -> None:
     assert kitpin_rules == {
         ("list", "watch"): ["modelkitexceptions", "modelkitpolicies"],
         ("patch",): ["modelkitexceptions/status", "modelkitpolicies/status"],
+        ("get", "create"): ["modelkittags"],
     }
     assert not any("widgets" in r["resources"] for r in rules)
+
+
+def test_tag_records_and_drift_watch_rbac(default_docs: list[dict[str, Any]]) -> None:
+    rules = _rules(default_docs)
+    assert TAG_RECORDS_RULE in rules
+    for rule in WORKLOAD_RULES:
+        assert rule in rules
+    role = render.one(default_docs, "Role")
+    assert role["metadata"] == {
+        **role["metadata"],
+        "name": "kitpin-leader-election",
+        "namespace": "kitpin",
+    }
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": ["kitpin-drift-watch"],
+            "verbs": ["get", "patch"],
+        },
+    ]
+    binding = render.one(default_docs, "RoleBinding")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": "kitpin-leader-election",
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "kitpin", "namespace": "kitpin"}
+    ]
+    container = render.one(default_docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in (
+        container["env"]
+    )
+
+
+def test_drift_watch_off_drops_its_rbac() -> None:
+    docs = render.render({"settings": {"drift": {"enabled": False}}})
+    rules = _rules(docs)
+    assert TAG_RECORDS_RULE in rules
+    assert not any(rule in rules for rule in WORKLOAD_RULES)
+    assert not render.find(docs, "Role") and not render.find(docs, "RoleBinding")
+    no_records = _rules(render.render({"settings": {"tags": {"records": False}}}))
+    assert TAG_RECORDS_RULE not in no_records
+    assert not any(rule in no_records for rule in WORKLOAD_RULES)

@@ -205,6 +205,16 @@ The policy kinds (controller/webhook.py POLICY_PLURALS): validated by kitpin's o
 {{- end -}}
 {{- $sites := dict "envNames" $s.sites.envNames "kitCliImages" $s.sites.kitCliImages "extra" $extra -}}
 {{- $server := dict "drainSeconds" $s.server.drainSeconds "shutdownSeconds" $s.server.shutdownSeconds -}}
+{{- $tags := dict
+  "records" $s.tags.records
+  "flushIntervalSeconds" $s.tags.flushIntervalSeconds
+  "queueSize" (int $s.tags.queueSize)
+-}}
+{{- $drift := dict
+  "enabled" $s.drift.enabled
+  "intervalSeconds" $s.drift.intervalSeconds
+  "budgetPerMinute" (int $s.drift.budgetPerMinute)
+-}}
 {{- $doc := dict
   "mode" $s.mode
   "failure" $s.failure
@@ -213,6 +223,8 @@ The policy kinds (controller/webhook.py POLICY_PLURALS): validated by kitpin's o
   "cache" $cache
   "sites" $sites
   "server" $server
+  "tags" $tags
+  "drift" $drift
 -}}
 {{- toYaml $doc -}}
 {{- end -}}
