@@ -71,12 +71,16 @@ def _readme_table() -> list[tuple[frozenset[str], str, frozenset[str]]]:
     return rows
 
 
+TAGS_ON: dict[str, Any] = {"settings": {"tags": {"records": True}, "drift": {"enabled": True}}}
+"""Tag records and the drift watch are off by default (docs/tags.md): their RBAC with them on."""
+
+
 def _rules(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rules: list[dict[str, Any]] = render.one(docs, "ClusterRole")["rules"]
     return rules
 
 
-def test_rules_are_the_readme_table(default_docs: list[dict[str, Any]]) -> None:
+def test_rules_are_the_readme_table() -> None:
     documented = {
         (groups, cell.strip("`"), verbs)
         for groups, cell, verbs in _readme_table()
@@ -84,7 +88,7 @@ def test_rules_are_the_readme_table(default_docs: list[dict[str, Any]]) -> None:
     }
     rendered = {
         (frozenset(r["apiGroups"]), resource, frozenset(r["verbs"]))
-        for r in _rules(default_docs)
+        for r in _rules(render.render(TAGS_ON))
         if not _derived(r)
         for resource in r["resources"]
     }
@@ -169,7 +173,7 @@ def test_policy_rules_follow_the_crds_in_the_chart(tmp_path: Path) -> None:
             group="kitpin.dev",
         )
     )
-    rules = _rules(render.render(chart=chart))
+    rules = _rules(render.render(TAGS_ON, chart=chart))
     kitpin_rules = {
         tuple(r["verbs"]): r["resources"] for r in rules if r["apiGroups"] == ["kitpin.dev"]
     }
@@ -181,7 +185,8 @@ def test_policy_rules_follow_the_crds_in_the_chart(tmp_path: Path) -> None:
     assert not any("widgets" in r["resources"] for r in rules)
 
 
-def test_tag_records_and_drift_watch_rbac(default_docs: list[dict[str, Any]]) -> None:
+def test_tag_records_and_drift_watch_rbac() -> None:
+    default_docs = render.render(TAGS_ON)
     rules = _rules(default_docs)
     assert TAG_RECORDS_RULE in rules
     for rule in WORKLOAD_RULES:
@@ -216,8 +221,12 @@ def test_tag_records_and_drift_watch_rbac(default_docs: list[dict[str, Any]]) ->
     )
 
 
-def test_drift_watch_off_drops_its_rbac() -> None:
-    docs = render.render({"settings": {"drift": {"enabled": False}}})
+def test_drift_watch_off_drops_its_rbac(default_docs: list[dict[str, Any]]) -> None:
+    defaults = _rules(default_docs)
+    assert TAG_RECORDS_RULE not in defaults
+    assert not any(rule in defaults for rule in WORKLOAD_RULES)
+    assert not render.find(default_docs, "Role") and not render.find(default_docs, "RoleBinding")
+    docs = render.render({"settings": {"tags": {"records": True}, "drift": {"enabled": False}}})
     rules = _rules(docs)
     assert TAG_RECORDS_RULE in rules
     assert not any(rule in rules for rule in WORKLOAD_RULES)

@@ -1,5 +1,5 @@
 """ModelKitTag records end to end: real apiserver, real registry, the real ``kitpin run --dev``
-(records on by default, as the module's settings leave them).
+(records turned on by the suite's settings, tests/e2e/conftest.py).
 
 An admission creates the tag's record (``kubectl get mkt``) with the first-seen digest; a
 content tag under ``tags.immutable`` re-pushed to another digest makes the next admission
