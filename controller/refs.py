@@ -6,7 +6,8 @@ Two grammars, never mixed (see ARCHITECTURE.md and the ModelKit reference notes)
   ``volumes[].image.reference``. A first path component without ``.`` or ``:`` that is not
   ``localhost`` means Docker Hub (``docker.io``; single-component names get ``library/``).
   As in the container runtimes, a first component with an uppercase letter is a host too
-  (``MyRegistry/model``), because a repository could not contain it.
+  (``MyRegistry/model``), because a repository could not contain it; such a host keeps its
+  case in ``registry`` (lowercased, it would read as a Docker Hub namespace).
 - ``"kit"``: the KitOps grammar of ``MODELKIT_REF`` and ``kit://`` URIs. The first component
   is a registry only if it contains ``.`` or ``:``; otherwise kit reads its LOCAL storage,
   which a Pod never has, so such a reference is refused with ``LocalReferenceError``. So is
@@ -103,7 +104,11 @@ class Reference:
 
     registry: str
     """Normalised ``host[:port]``: host lowercased, IPv6 literal in brackets, Docker Hub
-    aliases (``index.docker.io``, ``registry-1.docker.io``) folded into ``docker.io``."""
+    aliases (``index.docker.io``, ``registry-1.docker.io``) folded into ``docker.io``. A host
+    without ``.`` or port that only its uppercase letters mark as one (``MyRegistry``, image
+    grammar) keeps its case, so that :attr:`canonical` still names it (lowercased, it would
+    name a Docker Hub repository); the host policy and the keychain compare hosts
+    case-insensitively."""
 
     repository: str
     """Path inside the registry, e.g. ``library/nginx`` or ``org/team/model``."""
@@ -459,7 +464,11 @@ class _Parser:
             host, colon, port_text = host_text.partition(":")
             port = port_text if colon else None
             self._check_host_name(host, host_text)
-            host = host.lower()
+            if colon or "." in host or host.lower() == LOCALHOST:
+                host = host.lower()
+            # else: ``MyRegistry`` (image grammar) is a host only because of its uppercase
+            # letters; lowercased, ``myregistry/model`` would read as Docker Hub's
+            # ``docker.io/myregistry/model``, so the case is kept (as the runtimes keep it).
         if port is not None:
             port = self._port(port, host_text)
             return f"{host}:{port}"

@@ -72,7 +72,7 @@ VALID = [
     # ... but a single component "localhost" is a Docker Hub repository
     Ok(text="localhost", grammar="image", registry="docker.io", repository="library/localhost"),
     # an uppercase first component is a host (container runtimes' rule), lowercased
-    Ok(text="MyRegistry/model", grammar="image", registry="myregistry", repository="model"),
+    Ok(text="MyRegistry/model", grammar="image", registry="MyRegistry", repository="model"),
     Ok(
         text="ghcr.io/kitops-ml/kitops-init:v1.5.0",
         grammar="image",
