@@ -51,8 +51,13 @@ lint: venv ## ruff, mypy --strict and import-linter (the layer contract).
 	$(VENV)/bin/lint-imports
 
 .PHONY: unit
-unit: venv ## Fast unit tests only.
+unit: venv ## Fast unit tests only (with the quick, deterministic pass of tests/fuzz).
 	$(VENV)/bin/pytest -m 'not integration and not e2e' $(PYTEST_ARGS)
+
+.PHONY: fuzz
+fuzz: venv ## Property-based fuzzing (tests/fuzz), deep: >= 100,000 randomized cases, count printed (SEED=n replays a run).
+	KITPIN_FUZZ_PROFILE=deep KITPIN_FUZZ_MIN_CASES=100000 $(VENV)/bin/pytest -p no:cacheprovider \
+	  tests/fuzz $(if $(SEED),--hypothesis-seed=$(SEED)) $(PYTEST_ARGS)
 
 .PHONY: integration
 integration: venv tools ## Integration tests against a real CNCF distribution registry.

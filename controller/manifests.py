@@ -37,13 +37,17 @@ refer to themselves are refused, as the apiserver refuses them.
 
 Errors: :class:`ManifestError` (a subclass of :class:`errors.KitpinError`, reason
 ``InvalidManifest``) names the source and line, e.g. ``deploy/app.yaml:12: not valid
-YAML: mapping values are not allowed here``.
+YAML: mapping values are not allowed here``. That includes values the YAML parser accepts
+but cannot build (``2001-02-30`` read as a date, ``!!int x``, an integer of more than
+4,300 digits): ``deploy/app.yaml:3: not valid YAML: cannot read '2001-02-30' as a date or
+timestamp (day is out of range for month); quote it if it is meant as a string, ...``.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -254,7 +258,9 @@ def _construct_untagged(loader: yaml.SafeLoader, node: Node) -> object:
 
 class _Loader(yaml.SafeLoader):
     """The safe loader, remembering where each scalar token starts: a node's own start
-    mark includes its anchor and tag, and a pin must replace the scalar only."""
+    mark includes its anchor and tag, and a pin must replace the scalar only. What PyYAML
+    lets escape as ``ValueError`` and kin on some input (an impossible date, ``!!int x``, a
+    ``\\U`` escape beyond Unicode) is a YAML error here, with its line, like any other."""
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
@@ -282,8 +288,74 @@ class _Loader(yaml.SafeLoader):
             self.scalar_starts[token.end_mark.index] = token.start_mark
         return token
 
+    def scan_flow_scalar_non_spaces(self, double: bool, start_mark: yaml.Mark) -> Any:
+        """PyYAML's, with a ``\\U`` escape beyond U+10FFFF (``"\\U0a001000"``) a
+        :class:`yaml.scanner.ScannerError` instead of the ``ValueError``/``OverflowError``
+        of ``chr``."""
+        try:
+            return super().scan_flow_scalar_non_spaces(double, start_mark)
+        except (ValueError, OverflowError):
+            raise yaml.scanner.ScannerError(
+                "while scanning a double-quoted scalar",
+                start_mark,
+                "found an escape beyond the last Unicode character (\\U0010FFFF)",
+                self.get_mark(),
+            ) from None
+
+    def construct_object(self, node: Node, deep: bool = False) -> Any:
+        """PyYAML's, with the errors of its value constructors as YAML errors at the node.
+
+        The parser accepts scalars that its resolver then types as something Python cannot
+        build: ``2001-02-30`` (a timestamp), ``!!int x``, an integer beyond Python's
+        4,300-digit limit (``sys.get_int_max_str_digits``), a time zone of ``+99:00``.
+        PyYAML lets the ``ValueError``/``KeyError``/... of its constructors escape; here they
+        are a :class:`yaml.constructor.ConstructorError` with the node's line, so a manifest
+        that holds one is a :class:`ManifestError` like any other invalid YAML."""
+        try:
+            return super().construct_object(node, deep)
+        except _CONSTRUCTOR_FAILURES as e:
+            raise yaml.constructor.ConstructorError(
+                None, None, _unreadable(node, e), node.start_mark
+            ) from None
+
 
 _Loader.add_constructor(None, _construct_untagged)
+
+_CONSTRUCTOR_FAILURES: Final = (ValueError, TypeError, LookupError, AttributeError, OverflowError)
+"""What PyYAML's safe constructors raise on a scalar they cannot build (``int('x')``,
+``datetime(2001, 2, 30)``, ``bool_values['x']``, ``''[0]`` for an empty ``!!int``, a
+timestamp that does not match); its own ``ConstructorError`` is a ``YAMLError``, not one of
+these."""
+
+_TAG_NAMES: Final = {
+    "tag:yaml.org,2002:int": "an integer",
+    "tag:yaml.org,2002:float": "a number",
+    "tag:yaml.org,2002:bool": "a boolean",
+    "tag:yaml.org,2002:null": "null",
+    "tag:yaml.org,2002:timestamp": "a date or timestamp",
+    "tag:yaml.org,2002:binary": "base64 binary",
+}
+
+
+def _unreadable(node: Node, e: Exception) -> str:
+    """The message for a value PyYAML's constructor for its tag could not build."""
+    what = _TAG_NAMES.get(node.tag, node.tag.replace("tag:yaml.org,2002:", "!!"))
+    value = node.value if isinstance(node, ScalarNode) else ""
+    shown = value if len(value) <= 40 else f"{value[:30]}... ({len(value):,} characters)"
+    if isinstance(e, KeyError):
+        detail = "not one of the words YAML reads as one"
+    elif isinstance(e, ValueError) and "integer string conversion" in str(e):
+        detail = f"Python reads integers of at most {sys.get_int_max_str_digits():,} digits"
+    elif isinstance(node, ScalarNode) and not value:
+        detail = "it is empty"
+    elif isinstance(e, AttributeError | TypeError | IndexError):
+        detail = "not written the way that type is"
+    else:
+        detail = str(e)
+    return (
+        f"cannot read {shown!r} as {what} ({detail}); quote it if it is meant as a string, "
+        "or correct the value"
+    )
 
 
 def _mark_line(e: yaml.YAMLError) -> tuple[int, str]:
@@ -420,7 +492,8 @@ def scan(text: str, *, source: str, settings: sites.SitesSettings | None = None)
     """Parse ``text`` (a YAML stream) and find every ModelKit reference in it.
 
     Raises :class:`ManifestError` naming ``source`` and the line when the text is not
-    valid YAML, refers to itself, or expands beyond :data:`MAX_EXPANDED_NODES`.
+    valid YAML, holds a value its tag cannot be built from (``a: 2001-02-30``), refers to
+    itself, nests too deeply, or expands beyond :data:`MAX_EXPANDED_NODES`.
     """
     site_settings = settings if settings is not None else sites.SitesSettings()
     documents: list[Document] = []
@@ -614,7 +687,14 @@ def _block_content(text: str, located: Located) -> tuple[int, int]:
 
 
 def _same(a: object, b: object) -> bool:
-    return a == b or repr(a) == repr(b)  # repr: NaN != NaN, yet the text did not change
+    """Equal, or printed the same (``NaN != NaN``, yet the text did not change). An integer
+    too long to print (more than 4,300 digits) is not the same as anything it differs from."""
+    if a == b:
+        return True
+    try:
+        return repr(a) == repr(b)
+    except ValueError:
+        return False
 
 
 def splice(manifest: Manifest, edits: Iterable[Edit]) -> str:
@@ -686,23 +766,41 @@ def _verify(manifest: Manifest, edits: Iterable[Edit], result: str) -> None:
             )
 
 
-_FIRST_CONTENT = re.compile(r"^(?!\s*(?:#.*)?$).*", re.MULTILINE)
+_LINE_BREAK = re.compile(r"\r\n|[\r\n\x85\u2028\u2029]")
+"""YAML's line breaks (PyYAML's): a ``\\x85`` or ``\\u2028`` ends a line as ``\\n`` does."""
+_BLANK_OR_COMMENT = re.compile(r"[ \t]*(?:#.*)?")
+"""A line YAML reads as nothing: spaces and tabs (not any Unicode space: a no-break space is
+content), maybe a comment."""
+_OPENS = re.compile(r"---(?:[ \t]|$)|%")
+"""A document start marker (``---`` alone or before a blank: ``---0`` is a plain scalar) or a
+directive (``%YAML``)."""
 
 
 def _opens_document(text: str) -> bool:
     """Whether ``text`` needs no ``---`` in front: its first line that is not blank or a
     comment starts a document explicitly (``---``) or with a directive (``%YAML``), or it
     has no such line at all (a separator would add an empty document)."""
-    first = _FIRST_CONTENT.search(text)
-    return first is None or first.group().startswith(("---", "%"))
+    at = 0
+    while True:
+        found = _LINE_BREAK.search(text, at)
+        line = text[at : found.start() if found else len(text)]
+        if not _BLANK_OR_COMMENT.fullmatch(line):
+            return _OPENS.match(line) is not None
+        if found is None:
+            return True
+        at = found.end()
 
 
 def concatenate(texts: Sequence[str]) -> str:
     """Several streams as one, as ``kubectl`` would read them one after the other: a
-    ``---`` line goes between two streams unless the second starts a document itself."""
+    ``---`` line goes between two streams unless the second starts a document itself. A
+    byte order mark only begins a stream: the one of a later stream (a file saved by an
+    editor that writes one) is left out, as reading that file alone skips it; inside the
+    joined stream it would become part of the first key (``\ufeffapiVersion``)."""
     out: list[str] = []
     for t in texts:
         if out:
+            t = t.removeprefix("\ufeff")
             if not out[-1].endswith("\n"):
                 out.append("\n")
             if not _opens_document(t):

@@ -450,6 +450,25 @@ def test_invalid_yaml_in_a_policy_file_exits_2_with_file_and_line(
     assert f"{policies}:" in result.err and "not valid YAML" in result.err
 
 
+@pytest.mark.parametrize(
+    "value", ["2001-02-30", "!!int x", "1" * 4301], ids=["date", "int-tag", "int-digits"]
+)
+@pytest.mark.parametrize("where", ["manifest", "policy"])
+def test_values_yaml_cannot_build_exit_2_with_file_and_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str, where: str
+) -> None:
+    app, policies = setup(tmp_path, pod("p", f"{REGISTRY}/ml/llama:v1"), NO_LATEST)
+    bad = app if where == "manifest" else policies
+    bad.write_text(bad.read_text() + f"---\nkind: ConfigMap\nx: {value}\n")
+    line = len(bad.read_text().splitlines())
+
+    result = run_check(capsys, "-f", app, "--policy", policies, "--offline")
+
+    assert result.code == 2
+    assert result.out == ""
+    assert result.err.startswith(f"kitpin: {bad}:{line}: not valid YAML: cannot read ")
+
+
 def test_invalid_references_fail_with_their_location(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

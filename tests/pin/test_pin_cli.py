@@ -141,6 +141,53 @@ def test_invalid_yaml_names_file_and_line_and_writes_nothing(
     assert err.startswith(f"kitpin: {bad}:5: not valid YAML: ")
 
 
+UNBUILDABLE = {
+    "impossible-date": ("2001-02-30", "'2001-02-30' as a date or timestamp"),
+    "int-tag": ("!!int x", "'x' as an integer"),
+    "int-digits": ("1" * 4301, "Python reads integers of at most 4,300 digits"),
+}
+"""A metadata value PyYAML's resolver types but cannot build: (as written, what the error
+says). Before kitpin read them, each was a traceback (ValueError) and exit code 1."""
+
+
+@pytest.mark.parametrize(("value", "message"), UNBUILDABLE.values(), ids=UNBUILDABLE.keys())
+def test_values_yaml_cannot_build_exit_2_naming_file_and_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str, message: str
+) -> None:
+    good = tmp_path / "a.yaml"
+    good.write_text(pod("127.0.0.1:1/ml/llama:production"))
+    before = good.read_text()
+    bad = tmp_path / "b.yaml"
+    bad.write_text(f"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n  x: {value}\n")
+    assert cli.main(["pin", "--in-place", "-f", str(good), "-f", str(bad)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith(f"kitpin: {bad}:5: not valid YAML: cannot read ")
+    assert message in err and "Traceback" not in err
+    assert good.read_text() == before  # nothing half-applied
+
+
+def test_console_script_as_post_renderer_refuses_an_impossible_date() -> None:
+    text = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata:\n  at: 2001-02-30\n"
+    result = run_kitpin("pin", stdin=f"{NO_REFS}---\n{text}")
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    assert result.stderr.startswith("kitpin: <stdin>:11: not valid YAML: cannot read '2001-02-30'")
+    assert "Traceback" not in result.stderr
+
+
+def test_an_escape_beyond_unicode_exits_2_naming_file_and_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by tests/fuzz: PyYAML's scanner let chr()'s ValueError escape (a traceback)."""
+    path = tmp_path / "cm.yaml"
+    path.write_text('apiVersion: v1\nkind: ConfigMap\ndata:\n  a: "\\U0011FFFF"\n')
+    assert cli.main(["pin", "-f", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith(f"kitpin: {path}:4: not valid YAML: found an escape beyond the last ")
+
+
 def test_not_utf8_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "latin1.yaml"
     path.write_bytes(b"a: 1\nb: caf\xe9\n")

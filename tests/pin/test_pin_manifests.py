@@ -417,6 +417,8 @@ def test_recursive_alias_is_refused() -> None:
         ("a: 'unterminated\n", 2),
         ("a: *nowhere\n", 1),
         ("ok: 1\nbell: \x07\n", 2),
+        ('ok: 1\nescape: "\\U0011FFFF"\n', 2),  # found by tests/fuzz: chr()'s ValueError
+        ('ok: 1\nescape: "\\UFFFFFFFF"\n', 2),  # and its OverflowError
     ],
 )
 def test_invalid_yaml_names_the_file_and_line(text: str, line: int) -> None:
@@ -424,6 +426,45 @@ def test_invalid_yaml_names_the_file_and_line(text: str, line: int) -> None:
         manifests.scan(text, source="deploy/app.yaml")
     assert str(caught.value).startswith(f"deploy/app.yaml:{line}: not valid YAML: ")
     assert caught.value.reason == "InvalidManifest"
+
+
+UNBUILDABLE = {
+    "date": ("created: 2001-02-30", "'2001-02-30' as a date or timestamp (day is out of range"),
+    "int-tag": ("replicas: !!int x", "'x' as an integer (invalid literal"),
+    "int-digits": (
+        "big: " + "1" * 4301,
+        "as an integer (Python reads integers of at most 4,300 digits)",
+    ),
+    "bool-tag": ("ok: !!bool maybe", "'maybe' as a boolean"),
+    "float-tag": ("ratio: !!float x", "'x' as a number"),
+    "timestamp-tag": ("when: !!timestamp soon", "'soon' as a date or timestamp"),
+    "time-zone": ("at: 2001-01-01 00:00:00 +99:00", "as a date or timestamp (offset must be"),
+    # found by tests/fuzz: an empty tagged scalar made PyYAML raise IndexError
+    "empty-int": ("replicas: !!int", "'' as an integer (it is empty)"),
+    "empty-float": ("ratio: !!float ''", "'' as a number (it is empty)"),
+}
+"""Values PyYAML's parser accepts and its constructors cannot build: (line, what the error
+says). PyYAML raises ValueError/KeyError/IndexError/AttributeError for them, not a
+YAMLError."""
+
+
+@pytest.mark.parametrize(("line", "message"), UNBUILDABLE.values(), ids=UNBUILDABLE.keys())
+def test_values_yaml_cannot_build_name_the_file_line_and_value(line: str, message: str) -> None:
+    text = f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c}}\n---\ndata:\n  {line}\n"
+    with pytest.raises(manifests.ManifestError) as caught:
+        manifests.scan(text, source="deploy/app.yaml")
+    error = str(caught.value)
+    assert error.startswith("deploy/app.yaml:6: not valid YAML: cannot read ")
+    assert message in error
+    assert "quote it if it is meant as a string" in error
+    assert caught.value.reason == "InvalidManifest"
+    assert len(error) < 400  # a 4,301-digit value is not printed whole
+
+
+def test_quoted_values_yaml_cannot_build_are_strings() -> None:
+    text = "a: '2001-02-30'\nb: !!str 2001-02-30\nc: '" + "1" * 4301 + "'\n"
+    [document] = manifests.scan(text, source="a.yaml").documents
+    assert document.obj == {"a": "2001-02-30", "b": "2001-02-30", "c": "1" * 4301}
 
 
 def test_splice_refuses_conflicting_edits() -> None:
@@ -454,6 +495,18 @@ def test_splice_verifies_its_output(
         manifests.splice(manifest, [manifests.Edit(located=pin.located, value=value)])
 
 
+def test_splice_verification_survives_an_integer_too_long_to_print(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Comparing the documents printed them: an integer of more than 4,300 digits beside a
+    reference made a wrong rewrite a ValueError instead of the ManifestError below."""
+    monkeypatch.setattr(manifests, "_render_flow", lambda style, value: value)
+    manifest = manifests.scan(pod(REF, extra="  big: 0x" + "f" * 4000 + "\n"), source="t.yaml")
+    [pin] = manifests.plan(manifest).pins
+    with pytest.raises(manifests.ManifestError, match="would change more than the references"):
+        manifests.splice(manifest, [manifests.Edit(located=pin.located, value="123")])
+
+
 def test_multi_line_block_scalar_is_refused() -> None:
     text = pod(f"|-\n            {REF}\n            more")
     manifest = manifests.scan(text, source="t.yaml")
@@ -477,6 +530,39 @@ def test_concatenate_separates_streams() -> None:
         assert len(manifests.scan(joined, source="j").documents) == sum(
             len(manifests.scan(t, source="t").documents) for t in texts
         )
+
+
+def test_concatenate_leaves_out_the_byte_order_mark_of_later_streams() -> None:
+    """Found by tests/fuzz: a second file saved with a BOM read as ``{'\ufeffb': 2}``."""
+    joined = manifests.concatenate(["\ufeffa: 1\n", "\ufeffb: 2\n", "\ufeff---\nc: 3\n", "\ufeff"])
+    assert joined == "\ufeffa: 1\n---\nb: 2\n---\nc: 3\n"
+    documents = manifests.scan(joined, source="j").documents
+    assert [d.obj for d in documents] == [{"a": 1}, {"b": 2}, {"c": 3}]
+
+
+def test_concatenate_knows_a_plain_scalar_from_a_document_start() -> None:
+    """Found by tests/fuzz: ``---0`` is a plain scalar, not ``---``: a stream starting with
+    it needs the separator, or it continues the previous stream's last scalar."""
+    joined = manifests.concatenate(["a: 0", "---0\n"])
+    assert joined == "a: 0\n---\n---0\n"
+    assert [d.obj for d in manifests.scan(joined, source="j").documents] == [{"a": 0}, "---0"]
+    assert manifests.concatenate(["a: 0\n", "--- b\n"]) == "a: 0\n--- b\n"
+    assert manifests.concatenate(["a: 0\n", "---\tb\n"]) == "a: 0\n---\tb\n"
+    assert manifests.concatenate(["a: 0\n", "---\r\nb: 1\r\n"]) == "a: 0\n---\r\nb: 1\r\n"
+
+
+@pytest.mark.parametrize(
+    "second",
+    ["\xa0", " \xa0x", "# c\x85b: 1", "\u2028b: 1\n", "\x85\n", "# only\u2029", "  \n# c\n"],
+)
+def test_concatenate_reads_lines_as_yaml_does(second: str) -> None:
+    """Found by tests/fuzz: a no-break space is content to YAML (not a blank line), and
+    ``\\x85``/``\\u2028`` end lines (so ``# c\\x85b: 1`` is a comment, then content)."""
+    first = "a: 0"
+    joined = manifests.concatenate([first, second])
+    assert [d.obj for d in manifests.scan(joined, source="j").documents] == [
+        d.obj for t in (first, second) for d in manifests.scan(t, source="t").documents
+    ]
 
 
 def test_json_indented_with_tabs() -> None:
