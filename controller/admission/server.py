@@ -368,7 +368,11 @@ class WebhookServer(kopf.WebhookServer):
 
     def webhook_app(self, fn: Any) -> aiohttp.web.Application:
         """The application on the webhook port: reviews (``fn`` is kopf's webhook function),
-        probes and metrics, behind the caller check."""
+        probes and metrics, behind the caller check when callers are authenticated.
+
+        The check is an aiohttp middleware only then: aiohttp wraps every request's handler
+        in each middleware, a cost on every cached review that a server which does not
+        authenticate callers need not pay."""
 
         async def review(request: aiohttp.web.Request) -> aiohttp.web.Response:
             task = asyncio.current_task()
@@ -377,12 +381,15 @@ class WebhookServer(kopf.WebhookServer):
             self.in_flight += 1
             self._idle.clear()
             try:
-                return await self._review(fn, request)
+                response = await self._review(fn, request)
             finally:
                 self.in_flight -= 1
                 self._reviewing.discard(task)
                 if not self.in_flight:
                     self._idle.set()
+            if self.stopping:
+                response.force_close()  # clients reconnect, to a replica that is not stopping
+            return response
 
         @aiohttp.web.middleware
         async def guard(
@@ -408,11 +415,14 @@ class WebhookServer(kopf.WebhookServer):
                 raise refusal(reason=message, text=f"{status}: {message}\n")
             response = await handler(request)
             if self.stopping:
-                response.force_close()  # clients reconnect, to a replica that is not stopping
+                response.force_close()
             return response
 
         prefix = self.path.rstrip("/") if self.path else ""
-        app = aiohttp.web.Application(client_max_size=self.max_body, middlewares=[guard])
+        app = aiohttp.web.Application(
+            client_max_size=self.max_body,
+            middlewares=[guard] if self.authenticates_callers else [],
+        )
         app.add_routes([*self._probe_routes(), aiohttp.web.post(f"{prefix}/{{id:.*}}", review)])
         return app
 
