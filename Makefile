@@ -74,11 +74,13 @@ test: venv tools lint verify ## Everything: lint, verify, unit, integration (rea
 ##@ Packaging
 
 .PHONY: manifests
-manifests: venv tools ## Copy deploy/crds/ into charts/kitpin/crds/ and render deploy/ (kustomize base) from the chart.
+manifests: venv tools ## Copy deploy/crds/ into charts/kitpin/crds/, render deploy/ (kustomize base) from the chart and docs/settings.md from the settings code.
 	$(PY) -m hack.manifests
+	$(PY) -m hack.settingsdoc
 
 .PHONY: verify
-verify: venv tools ## Regenerate the chart's CRDs and deploy/ (make manifests); fail if a generated file differs from git.
+verify: venv tools ## Regenerate the chart's CRDs and deploy/ (make manifests); fail if a generated file differs from git or docs/settings.md from the settings code.
+	$(PY) -m hack.settingsdoc --check
 	$(PY) -m hack.manifests
 	@generated="charts/kitpin/crds deploy/kitpin.yaml deploy/kustomization.yaml"; \
 	changed=$$(git status --porcelain -- $$generated); \

@@ -37,8 +37,9 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 from urllib.parse import quote
 
 import aiohttp
-import yaml
 from yarl import URL
+
+from controller import yamlload
 
 logger = logging.getLogger(__name__)
 
@@ -269,7 +270,7 @@ def kubeconfig_auth_plugin(environ: Mapping[str, str] = os.environ) -> str | Non
     users: dict[str, Any] = {}
     try:
         for file in paths:
-            config = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+            config = yamlload.load_file(file, duplicate_keys=True) or {}
             if not isinstance(config, Mapping):
                 continue
             if current is None and isinstance(config.get("current-context"), str):
@@ -278,7 +279,7 @@ def kubeconfig_auth_plugin(environ: Mapping[str, str] = os.environ) -> str | Non
                 for item in config.get(key) or ():
                     if isinstance(item, Mapping) and isinstance(item.get("name"), str):
                         merged.setdefault(item["name"], item.get(key[:-1]) or {})
-    except (OSError, yaml.YAMLError):
+    except (OSError, yamlload.LoadError):
         return None
     context = contexts.get(current or "")
     user = users.get(str(context.get("user"))) if isinstance(context, Mapping) else None

@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -55,7 +54,7 @@ from typing import Any, Final
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from controller import errors, refs, sites
+from controller import errors, refs, sites, yamlload
 from controller.admission import pinning
 
 __all__ = [
@@ -256,11 +255,12 @@ def _construct_untagged(loader: yaml.SafeLoader, node: Node) -> object:
     return loader.construct_scalar(node)  # type: ignore[arg-type]
 
 
-class _Loader(yaml.SafeLoader):
+class _Loader(yamlload.GuardedLoader):
     """The safe loader, remembering where each scalar token starts: a node's own start
     mark includes its anchor and tag, and a pin must replace the scalar only. What PyYAML
     lets escape as ``ValueError`` and kin on some input (an impossible date, ``!!int x``, a
-    ``\\U`` escape beyond Unicode) is a YAML error here, with its line, like any other."""
+    ``\\U`` escape beyond Unicode) is a YAML error here, with its line, like any other
+    (:class:`yamlload.GuardedLoader`, shared with the settings loaders)."""
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
@@ -288,74 +288,8 @@ class _Loader(yaml.SafeLoader):
             self.scalar_starts[token.end_mark.index] = token.start_mark
         return token
 
-    def scan_flow_scalar_non_spaces(self, double: bool, start_mark: yaml.Mark) -> Any:
-        """PyYAML's, with a ``\\U`` escape beyond U+10FFFF (``"\\U0a001000"``) a
-        :class:`yaml.scanner.ScannerError` instead of the ``ValueError``/``OverflowError``
-        of ``chr``."""
-        try:
-            return super().scan_flow_scalar_non_spaces(double, start_mark)
-        except (ValueError, OverflowError):
-            raise yaml.scanner.ScannerError(
-                "while scanning a double-quoted scalar",
-                start_mark,
-                "found an escape beyond the last Unicode character (\\U0010FFFF)",
-                self.get_mark(),
-            ) from None
-
-    def construct_object(self, node: Node, deep: bool = False) -> Any:
-        """PyYAML's, with the errors of its value constructors as YAML errors at the node.
-
-        The parser accepts scalars that its resolver then types as something Python cannot
-        build: ``2001-02-30`` (a timestamp), ``!!int x``, an integer beyond Python's
-        4,300-digit limit (``sys.get_int_max_str_digits``), a time zone of ``+99:00``.
-        PyYAML lets the ``ValueError``/``KeyError``/... of its constructors escape; here they
-        are a :class:`yaml.constructor.ConstructorError` with the node's line, so a manifest
-        that holds one is a :class:`ManifestError` like any other invalid YAML."""
-        try:
-            return super().construct_object(node, deep)
-        except _CONSTRUCTOR_FAILURES as e:
-            raise yaml.constructor.ConstructorError(
-                None, None, _unreadable(node, e), node.start_mark
-            ) from None
-
 
 _Loader.add_constructor(None, _construct_untagged)
-
-_CONSTRUCTOR_FAILURES: Final = (ValueError, TypeError, LookupError, AttributeError, OverflowError)
-"""What PyYAML's safe constructors raise on a scalar they cannot build (``int('x')``,
-``datetime(2001, 2, 30)``, ``bool_values['x']``, ``''[0]`` for an empty ``!!int``, a
-timestamp that does not match); its own ``ConstructorError`` is a ``YAMLError``, not one of
-these."""
-
-_TAG_NAMES: Final = {
-    "tag:yaml.org,2002:int": "an integer",
-    "tag:yaml.org,2002:float": "a number",
-    "tag:yaml.org,2002:bool": "a boolean",
-    "tag:yaml.org,2002:null": "null",
-    "tag:yaml.org,2002:timestamp": "a date or timestamp",
-    "tag:yaml.org,2002:binary": "base64 binary",
-}
-
-
-def _unreadable(node: Node, e: Exception) -> str:
-    """The message for a value PyYAML's constructor for its tag could not build."""
-    what = _TAG_NAMES.get(node.tag, node.tag.replace("tag:yaml.org,2002:", "!!"))
-    value = node.value if isinstance(node, ScalarNode) else ""
-    shown = value if len(value) <= 40 else f"{value[:30]}... ({len(value):,} characters)"
-    if isinstance(e, KeyError):
-        detail = "not one of the words YAML reads as one"
-    elif isinstance(e, ValueError) and "integer string conversion" in str(e):
-        detail = f"Python reads integers of at most {sys.get_int_max_str_digits():,} digits"
-    elif isinstance(node, ScalarNode) and not value:
-        detail = "it is empty"
-    elif isinstance(e, AttributeError | TypeError | IndexError):
-        detail = "not written the way that type is"
-    else:
-        detail = str(e)
-    return (
-        f"cannot read {shown!r} as {what} ({detail}); quote it if it is meant as a string, "
-        "or correct the value"
-    )
 
 
 def _mark_line(e: yaml.YAMLError) -> tuple[int, str]:

@@ -2,52 +2,20 @@
 
 Settings live beside the code they configure (one dataclass per concern):
 ``pinning.AdmissionSettings``, ``sites.SitesSettings``, ``resolver.ResolverSettings``,
-``registry.hosts.HostPolicy`` and the central ``registry.credentials.Keychain``. This module
-only loads them. The operator's settings file (``kitpin run --settings FILE``, the Helm
-chart's ConfigMap) is YAML::
+``tags.TagsSettings``, :class:`ServerSettings`, ``registry.hosts.HostPolicy`` and the
+central ``registry.credentials.Keychain``. This module only loads them, from two YAML files:
 
-    mode: pin                 # pin | pods-only | validate-only
-    failure: deny             # deny | warn (admit unpinned, with a warning)
-    deadlineSeconds: 8        # below the webhook timeoutSeconds (10 by default)
-    ignoredNamespaces: []     # added to kube-system, kube-public, kube-node-lease
-    cache:
-      ttlSeconds: 60
-      negativeTtlSeconds: 5
-      staleIfErrorSeconds: 300
-      refreshAhead: 0.8       # a hit after 0.8 x TTL also refreshes in the background; 1: off
-      maxEntries: 50000
-      enabled: true
-    server:                   # how `kitpin run` serves (ServerSettings)
-      clientCAFile: /etc/kitpin/client-ca/ca.crt   # only the apiserver may call (--client-ca)
-      clientNames: []         # and its certificate must name one of these (--client-name)
-      probePort: 8081         # plain HTTP /healthz, /readyz, /metrics (--probe-port)
-      drainSeconds: 3         # on SIGTERM: unready, still serving, for this long
-      shutdownSeconds: 15     # ... and done within this (< terminationGracePeriodSeconds)
-    sites:
-      envNames: [MODELKIT_REF]
-      kitCliImages: [ghcr.io/kitops-ml/kitops, ghcr.io/jozu-ai/kitops]
-      extra:                  # a platform team's own CRDs, no code needed
-        - group: ml.example.com
-          kind: ModelDeployment
-          paths: ["spec.models[*].source"]
-          grammar: kit        # kit | image
-          prefix: ""          # e.g. "kit://"
-    tags:                     # ModelKitTag records (docs/tags.md; controller.tags.TagsSettings)
-      records: true           # keep one per tag resolved at admission (background, bounded)
-      flushIntervalSeconds: 1
-      queueSize: 10000        # tags waiting to be written; beyond: dropped and counted
-      observationsPerTag: 64
-      checkedWriteEverySeconds: 3600
-    drift:                    # the drift watch, on the one replica holding the Lease
-      enabled: true
-      intervalSeconds: 300
-      budgetPerMinute: 60     # registry requests per minute per registry
-      leaseName: kitpin-drift-watch
-      leaseDurationSeconds: 15
-      leaseRenewDeadlineSeconds: 10
-      leaseRetrySeconds: 2
+- the settings file (``kitpin run --settings FILE``, ``--settings`` of ``pin`` and
+  ``check``; the Helm chart's ConfigMap): :data:`SETTINGS_KEYS`, read by
+  :func:`load_settings_file`;
+- the registry config (``--registry-config FILE``): :data:`REGISTRY_KEYS`, read by
+  ``registry.hosts.load_registry_config``.
 
-Unknown keys are errors (a typo must not silently fall back to a default).
+Every key is listed once in those tables, with the dataclass field it sets; the field's
+docstring is the key's documentation. ``docs/settings.md`` is generated from them
+(``hack/settingsdoc.py``; ``make verify`` fails when it is stale). A key missing from the
+tables is refused as unknown: a typo must not silently fall back to a default. YAML is read
+by :mod:`controller.yamlload` (errors name file, line and column; dates stay strings).
 """
 
 from __future__ import annotations
@@ -57,55 +25,17 @@ import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, Literal
 
-import yaml
-
-from controller import errors, resolver, sites
+from controller import errors, resolver, sites, yamlload
 from controller.admission import pinning
 from controller.registry import hosts
 from controller.registry.credentials import Keychain
 from controller.tags import TagsSettings
 from controller.types import is_int
 
-_TOP_KEYS = {
-    "mode",
-    "failure",
-    "deadlineSeconds",
-    "ignoredNamespaces",
-    "cache",
-    "sites",
-    "server",
-    "tags",
-    "drift",
-}
-_CACHE_KEYS = {
-    "ttlSeconds",
-    "negativeTtlSeconds",
-    "staleIfErrorSeconds",
-    "refreshAhead",
-    "maxEntries",
-    "enabled",
-}
-_SITES_KEYS = {"envNames", "kitCliImages", "extra"}
-_SERVER_KEYS = {"clientCAFile", "clientNames", "probePort", "drainSeconds", "shutdownSeconds"}
-# settings key → (TagsSettings field, kind)
-_TAGS_FIELDS: dict[str, tuple[str, str]] = {
-    "records": ("records", "bool"),
-    "flushIntervalSeconds": ("flush_interval", "seconds"),
-    "queueSize": ("queue_size", "int"),
-    "observationsPerTag": ("observations_per_tag", "int"),
-    "checkedWriteEverySeconds": ("checked_write_every", "seconds"),
-}
-_DRIFT_FIELDS: dict[str, tuple[str, str]] = {
-    "enabled": ("drift", "bool"),
-    "intervalSeconds": ("drift_interval", "seconds"),
-    "budgetPerMinute": ("budget_per_minute", "int"),
-    "leaseName": ("lease_name", "str"),
-    "leaseDurationSeconds": ("lease_duration", "seconds"),
-    "leaseRenewDeadlineSeconds": ("lease_renew_deadline", "seconds"),
-    "leaseRetrySeconds": ("lease_retry", "seconds"),
-}
+WEBHOOK_TIMEOUT_MAX: Final = 30
+"""The apiserver's limit on a webhook's ``timeoutSeconds`` (1 to 30)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -141,6 +71,13 @@ class ServerSettings:
 class Settings:
     """Everything `kitpin run` (and the CLI commands) need, loaded and validated."""
 
+    webhook_timeout: int = 10
+    """The ``timeoutSeconds`` of the webhook configurations that call kitpin: how long the
+    apiserver waits for an answer (1 to 30). kitpin does not set it; it only checks that
+    ``deadlineSeconds`` stays below it, as the chart does (the chart writes its
+    ``webhook.timeoutSeconds`` here). Default 10: the chart's default and the apiserver's.
+    ``kitpin run --dev`` lets kopf create the configurations, with 30."""
+
     admission: pinning.AdmissionSettings = field(default_factory=pinning.AdmissionSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
     resolver: resolver.ResolverSettings = field(default_factory=resolver.ResolverSettings)
@@ -148,6 +85,310 @@ class Settings:
     keychain: Keychain | None = None
     tags: TagsSettings = field(default_factory=TagsSettings)
     """The ``tags:`` and ``drift:`` sections: ModelKitTag records and the drift watch."""
+
+
+Kind = Literal[
+    "choice",
+    "seconds",
+    "number",
+    "integer",
+    "port",
+    "boolean",
+    "string",
+    "strings",
+    "path",
+    "networks",
+    "mappings",
+    "registries",
+]
+"""What a key holds (:data:`KIND_TEXT` says it in words)."""
+
+KIND_TEXT: Final[Mapping[Kind, str]] = {
+    "choice": "one of",
+    "seconds": "number of seconds",
+    "number": "number",
+    "integer": "integer",
+    "port": "TCP port (1-65535)",
+    "boolean": "true or false",
+    "string": "string",
+    "strings": "list of strings",
+    "path": "file path",
+    "networks": "list of CIDR networks",
+    "mappings": "list of mappings",
+    "registries": "mapping of host[:port] to a registry's settings",
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Key:
+    """One key of a settings file and the dataclass field it sets. The field's docstring is
+    the key's documentation (``hack/settingsdoc.py`` renders ``docs/settings.md``)."""
+
+    path: str
+    """Where the key is: ``mode``, ``cache.ttlSeconds``; ``sites.extra[].kind`` for a key of
+    each item of a list, ``registries.<host>.caFile`` for one of each entry of a mapping."""
+    kind: Kind
+    owner: type
+    """The dataclass that holds the value."""
+    field: str
+    """Its field the key sets."""
+    choices: tuple[str, ...] = ()
+    """The values a ``choice`` may take."""
+    default: str | None = None
+    """The default as written in the file, when the field's own default would mislead."""
+    flag: str = ""
+    """The command-line flag that sets the same, if any (Markdown: the flag in backticks,
+    the commands that have it in parentheses when not all do)."""
+    note: str = ""
+    """How the key differs from the field, said after the field's docstring."""
+
+    @property
+    def section(self) -> str:
+        """Where the key is: ``cache`` for ``cache.ttlSeconds``, ``sites.extra[]`` for
+        ``sites.extra[].kind``; ``""`` for a top-level key."""
+        return self.path.rpartition(".")[0]
+
+    @property
+    def name(self) -> str:
+        """The key's own name: ``ttlSeconds`` for ``cache.ttlSeconds``."""
+        return self.path.rpartition(".")[2]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Section:
+    """A mapping of a settings file (``cache:``), or its top level (``name=""``)."""
+
+    name: str
+    about: str
+    """What the section is for, one paragraph."""
+
+
+SETTINGS_SECTIONS: Final = (
+    Section(name="", about="How the webhooks behave and how long one review may take."),
+    Section(
+        name="cache",
+        about="The resolver's cache of tag → digest answers "
+        "(`controller.resolver.ResolverSettings`).",
+    ),
+    Section(
+        name="sites",
+        about="Where kitpin looks for ModelKit references besides the built-in places "
+        "(`controller.sites.SitesSettings`).",
+    ),
+    Section(
+        name="sites.extra[]",
+        about="Each item of `sites.extra`: a platform team's own resource that holds ModelKit "
+        "references (`controller.sites.ExtraSite`), no code needed.",
+    ),
+    Section(
+        name="server",
+        about="How `kitpin run` serves: who may call it, where the probes are, how it stops "
+        "(`controller.settings.ServerSettings`). Flags of `kitpin run` override the file.",
+    ),
+    Section(
+        name="tags",
+        about="ModelKitTag records: what every tag resolved to (docs/tags.md, "
+        "`controller.tags.TagsSettings`).",
+    ),
+    Section(
+        name="drift",
+        about="The drift watch: on the one replica holding the Lease, re-check the tags in use "
+        "and report moves (`controller.tags.TagsSettings`).",
+    ),
+)
+
+_A = pinning.AdmissionSettings
+_R = resolver.ResolverSettings
+_T = TagsSettings
+
+SETTINGS_KEYS: Final = (
+    Key(
+        path="mode",
+        kind="choice",
+        owner=_A,
+        field="mode",
+        choices=("pin", "pods-only", "validate-only"),
+    ),
+    Key(path="failure", kind="choice", owner=_A, field="failure", choices=("deny", "warn")),
+    Key(
+        path="deadlineSeconds",
+        kind="seconds",
+        owner=_A,
+        field="deadline",
+        flag="`--deadline` (`pin`, `check`)",
+        note="Also the resolver's deadline (`ResolverSettings.deadline`). Must be above 0 and "
+        "below `webhookTimeoutSeconds`.",
+    ),
+    Key(path="webhookTimeoutSeconds", kind="integer", owner=Settings, field="webhook_timeout"),
+    Key(
+        path="ignoredNamespaces",
+        kind="strings",
+        owner=_A,
+        field="ignored_namespaces",
+        default="[]",
+        note="The names listed are added to kube-system, kube-public and kube-node-lease, "
+        "which are always ignored.",
+    ),
+    Key(path="cache.ttlSeconds", kind="seconds", owner=_R, field="ttl"),
+    Key(path="cache.negativeTtlSeconds", kind="seconds", owner=_R, field="negative_ttl"),
+    Key(path="cache.staleIfErrorSeconds", kind="seconds", owner=_R, field="stale_if_error"),
+    Key(
+        path="cache.refreshAhead",
+        kind="number",
+        owner=_R,
+        field="refresh_ahead",
+        note="Above 0 and at most 1. How refresh-ahead works: the docstring of "
+        "`controller/resolver.py`.",
+    ),
+    Key(path="cache.maxEntries", kind="integer", owner=_R, field="max_entries"),
+    Key(path="cache.enabled", kind="boolean", owner=_R, field="enabled"),
+    Key(path="sites.envNames", kind="strings", owner=sites.SitesSettings, field="env_names"),
+    Key(
+        path="sites.kitCliImages",
+        kind="strings",
+        owner=sites.SitesSettings,
+        field="kit_cli_images",
+    ),
+    Key(path="sites.extra", kind="mappings", owner=sites.SitesSettings, field="extra_sites"),
+    Key(path="sites.extra[].group", kind="string", owner=sites.ExtraSite, field="group"),
+    Key(path="sites.extra[].kind", kind="string", owner=sites.ExtraSite, field="kind"),
+    Key(path="sites.extra[].versions", kind="strings", owner=sites.ExtraSite, field="versions"),
+    Key(path="sites.extra[].paths", kind="strings", owner=sites.ExtraSite, field="paths"),
+    Key(
+        path="sites.extra[].grammar",
+        kind="choice",
+        owner=sites.ExtraSite,
+        field="grammar",
+        choices=("kit", "image"),
+    ),
+    Key(path="sites.extra[].prefix", kind="string", owner=sites.ExtraSite, field="prefix"),
+    Key(
+        path="sites.extra[].expectsModelKit",
+        kind="boolean",
+        owner=sites.ExtraSite,
+        field="expects_modelkit",
+    ),
+    Key(
+        path="server.clientCAFile",
+        kind="path",
+        owner=ServerSettings,
+        field="client_ca",
+        flag="`--client-ca`",
+    ),
+    Key(
+        path="server.clientNames",
+        kind="strings",
+        owner=ServerSettings,
+        field="client_names",
+        flag="`--client-name` (repeatable)",
+    ),
+    Key(
+        path="server.probePort",
+        kind="port",
+        owner=ServerSettings,
+        field="probe_port",
+        flag="`--probe-port`",
+    ),
+    Key(path="server.drainSeconds", kind="seconds", owner=ServerSettings, field="drain_seconds"),
+    Key(
+        path="server.shutdownSeconds",
+        kind="seconds",
+        owner=ServerSettings,
+        field="shutdown_seconds",
+    ),
+    Key(path="tags.records", kind="boolean", owner=_T, field="records"),
+    Key(path="tags.flushIntervalSeconds", kind="seconds", owner=_T, field="flush_interval"),
+    Key(path="tags.queueSize", kind="integer", owner=_T, field="queue_size"),
+    Key(path="tags.observationsPerTag", kind="integer", owner=_T, field="observations_per_tag"),
+    Key(
+        path="tags.checkedWriteEverySeconds",
+        kind="seconds",
+        owner=_T,
+        field="checked_write_every",
+    ),
+    Key(path="drift.enabled", kind="boolean", owner=_T, field="drift"),
+    Key(path="drift.intervalSeconds", kind="seconds", owner=_T, field="drift_interval"),
+    Key(path="drift.budgetPerMinute", kind="integer", owner=_T, field="budget_per_minute"),
+    Key(path="drift.leaseName", kind="string", owner=_T, field="lease_name"),
+    Key(path="drift.leaseDurationSeconds", kind="seconds", owner=_T, field="lease_duration"),
+    Key(
+        path="drift.leaseRenewDeadlineSeconds",
+        kind="seconds",
+        owner=_T,
+        field="lease_renew_deadline",
+    ),
+    Key(path="drift.leaseRetrySeconds", kind="seconds", owner=_T, field="lease_retry"),
+)
+"""Every key of the settings file, in the order docs/settings.md shows them."""
+
+REGISTRY_SECTIONS: Final = (
+    Section(
+        name="",
+        about="Which hosts kitpin may contact (`controller.registry.hosts.HostPolicy`). An "
+        "empty file means the defaults.",
+    ),
+    Section(
+        name="registries.<host>",
+        about="Each entry of `registries`, keyed by `host[:port]` "
+        "(`controller.registry.hosts.RegistryHostConfig`). A key without a port that is "
+        "not plain HTTP also applies to `host:443`; plain HTTP is granted only to the exact "
+        "registry named.",
+    ),
+)
+
+REGISTRY_KEYS: Final = (
+    Key(path="registries", kind="registries", owner=hosts.HostPolicy, field="registries"),
+    Key(
+        path="registries.<host>.plainHTTP",
+        kind="boolean",
+        owner=hosts.RegistryHostConfig,
+        field="plain_http",
+        flag="`--plain-http-registry HOST[:PORT]` (`run`, `pin`, `check`), `--plain-http` "
+        "(`resolve`: its registry; `pin`, `check`: every registry named)",
+    ),
+    Key(
+        path="registries.<host>.caFile",
+        kind="path",
+        owner=hosts.RegistryHostConfig,
+        field="ca_file",
+        note="The file must exist when the config is read.",
+    ),
+    Key(
+        path="allowedRegistries",
+        kind="strings",
+        owner=hosts.HostPolicy,
+        field="allowed_registries",
+    ),
+    Key(
+        path="deniedNetworks",
+        kind="networks",
+        owner=hosts.HostPolicy,
+        field="denied_networks",
+        note="Replaces the default list: keep the metadata networks in it.",
+    ),
+    Key(
+        path="deniedHostnames",
+        kind="strings",
+        owner=hosts.HostPolicy,
+        field="denied_hostnames",
+        note="Replaces the default list.",
+    ),
+)
+"""Every key of the registry config (``--registry-config``), read by
+``registry.hosts.load_registry_config``."""
+
+
+def _keys(section: str) -> dict[str, Key]:
+    """The keys of ``section`` (``"cache"``), by name."""
+    return {key.name: key for key in SETTINGS_KEYS if key.section == section}
+
+
+_TOP_KEYS: Final = {key.path.partition(".")[0] for key in SETTINGS_KEYS}
+_CACHE_KEYS: Final = set(_keys("cache"))
+_SITES_KEYS: Final = set(_keys("sites"))
+_SERVER_KEYS: Final = set(_keys("server"))
+_TAGS_KEYS: Final = _keys("tags")
+_DRIFT_KEYS: Final = _keys("drift")
 
 
 def _fail(source: str, where: str, problem: str) -> errors.ConfigError:
@@ -191,13 +432,23 @@ def parse_settings_document(document: object, *, source: str) -> Settings:
         if top["failure"] not in ("deny", "warn"):
             raise _fail(source, "failure", f"{top['failure']!r} is not deny or warn")
         admission = replace(admission, failure=top["failure"])
-    if "deadlineSeconds" in top:
-        deadline = _number(top["deadlineSeconds"], source, "deadlineSeconds")
-        if not 0 < deadline < 30:
+    webhook_timeout = Settings.webhook_timeout
+    if "webhookTimeoutSeconds" in top:
+        webhook_timeout = top["webhookTimeoutSeconds"]
+        if not is_int(webhook_timeout) or not 1 <= webhook_timeout <= WEBHOOK_TIMEOUT_MAX:
             raise _fail(
-                source, "deadlineSeconds", "must be > 0 and below the webhook timeout (max 30)"
+                source,
+                "webhookTimeoutSeconds",
+                f"expected an integer from 1 to {WEBHOOK_TIMEOUT_MAX} (the apiserver's limits "
+                f"on a webhook's timeoutSeconds), got {webhook_timeout!r}",
             )
-        admission = replace(admission, deadline=deadline)
+    if "deadlineSeconds" in top:
+        admission = replace(
+            admission, deadline=_number(top["deadlineSeconds"], source, "deadlineSeconds")
+        )
+    _check_deadline(
+        admission.deadline, webhook_timeout, given="deadlineSeconds" in top, source=source
+    )
     if "ignoredNamespaces" in top:
         extra_ns = _strings(top["ignoredNamespaces"], source, "ignoredNamespaces")
         admission = replace(
@@ -252,33 +503,58 @@ def parse_settings_document(document: object, *, source: str) -> Settings:
         raise _fail(source, "cache", str(e)) from e
     server = _server_settings(top.get("server"), source)
     tags = _tags_settings(top.get("tags"), top.get("drift"), source)
-    return Settings(admission=admission, resolver=resolver_settings, server=server, tags=tags)
+    return Settings(
+        webhook_timeout=webhook_timeout,
+        admission=admission,
+        resolver=resolver_settings,
+        server=server,
+        tags=tags,
+    )
+
+
+def _check_deadline(deadline: float, webhook_timeout: int, *, given: bool, source: str) -> None:
+    """``deadlineSeconds`` must be above 0 and below the webhook's ``timeoutSeconds``, the
+    chart's rule (``templates/validate.yaml``): kitpin must answer with the real cause before
+    the apiserver gives up on the webhook and applies its failurePolicy."""
+    if deadline <= 0:
+        raise _fail(source, "deadlineSeconds", f"must be > 0 seconds, got {deadline:g}")
+    if deadline >= webhook_timeout:
+        shown = f"{deadline:g}" if given else f"{deadline:g} (the default)"
+        raise _fail(
+            source,
+            "deadlineSeconds",
+            f"{shown} must be below the webhook timeout, webhookTimeoutSeconds "
+            f"({webhook_timeout}): kitpin must answer with the real cause before the apiserver "
+            "gives up on the webhook; lower deadlineSeconds, or raise the webhook configurations' "
+            "timeoutSeconds and webhookTimeoutSeconds together (the chart: "
+            f"webhook.timeoutSeconds; at most {WEBHOOK_TIMEOUT_MAX})",
+        )
 
 
 def _tags_settings(tags_doc: object, drift_doc: object, source: str) -> TagsSettings:
     kwargs: dict[str, Any] = {}
-    for section, document, fields in (
-        ("tags", tags_doc, _TAGS_FIELDS),
-        ("drift", drift_doc, _DRIFT_FIELDS),
+    for section, document, keys in (
+        ("tags", tags_doc, _TAGS_KEYS),
+        ("drift", drift_doc, _DRIFT_KEYS),
     ):
-        doc = _check_keys(document, set(fields), source, section)
-        for key, value in doc.items():
-            name, kind = fields[key]
-            where = f"{section}.{key}"
-            if kind == "bool":
+        doc = _check_keys(document, set(keys), source, section)
+        for name, value in doc.items():
+            key = keys[name]
+            where = key.path
+            if key.kind == "boolean":
                 if not isinstance(value, bool):
                     raise _fail(source, where, "expected true or false")
-            elif kind == "int":
+            elif key.kind == "integer":
                 if not is_int(value) or value <= 0:
                     raise _fail(source, where, f"expected a positive integer, got {value!r}")
-            elif kind == "str":
+            elif key.kind == "string":
                 if not isinstance(value, str) or not value:
                     raise _fail(source, where, "expected a non-empty string")
             else:
                 value = _number(value, source, where)
                 if value <= 0:
                     raise _fail(source, where, f"must be > 0, got {value:g}")
-            kwargs[name] = value
+            kwargs[key.field] = value
     try:
         return TagsSettings(**kwargs)
     except errors.ConfigError as e:
@@ -372,14 +648,16 @@ def server_settings(
 
 
 def load_settings_file(path: str | os.PathLike[str]) -> Settings:
+    """Read and check the settings file at ``path`` (docs/settings.md). ConfigError names the
+    file, and the line and column of a YAML mistake or the key at fault."""
     try:
-        text = Path(path).read_text()
+        document = yamlload.load_file(path)
     except OSError as e:
-        raise errors.ConfigError(f"cannot read settings file {path}: {e.strerror}") from e
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise errors.ConfigError(f"settings file {path} is not valid YAML: {e}") from e
+        raise errors.ConfigError(
+            f"cannot read settings file {path}: {e.strerror or e}; check the path (--settings)"
+        ) from e
+    except yamlload.LoadError as e:
+        raise errors.ConfigError(str(e)) from e
     return parse_settings_document(document, source=str(path))
 
 

@@ -40,9 +40,8 @@ from types import MappingProxyType
 from typing import Final, Literal
 
 import httpx
-import yaml
 
-from controller import errors
+from controller import errors, yamlload
 
 __all__ = [
     "DEFAULT_DENIED_HOSTNAMES",
@@ -397,28 +396,20 @@ def load_registry_config(path: str | os.PathLike[str]) -> HostPolicy:
         deniedNetworks: ["169.254.0.0/16"]                    # optional, replaces the default
         deniedHostnames: ["metadata.google.internal"]         # optional, replaces the default
 
-    Raises :class:`errors.ConfigError` naming the file and the field at fault. An empty file
-    means the defaults.
+    Raises :class:`errors.ConfigError` naming the file and the field at fault, or the line
+    and column of a YAML mistake (:mod:`controller.yamlload`: dates stay strings, a key given
+    twice is an error). An empty file means the defaults. Every key: docs/settings.md.
     """
     name = os.fspath(path)
     try:
-        with open(name, encoding="utf-8") as f:
-            document = yaml.safe_load(f)
+        document = yamlload.load_file(name, source=f"registry config {name}")
     except OSError as e:
         raise errors.ConfigError(
             f"registry config {name}: cannot read it ({e.strerror or e}); "
             "check the path and the mounted ConfigMap"
         ) from e
-    except UnicodeDecodeError as e:
-        raise errors.ConfigError(f"registry config {name}: not UTF-8 text") from e
-    except yaml.YAMLError as e:
-        where = ""
-        mark = getattr(e, "problem_mark", None)
-        if mark is not None:
-            where = f" at line {mark.line + 1}, column {mark.column + 1}"
-        raise errors.ConfigError(
-            f"registry config {name}: not valid YAML/JSON{where}; fix the syntax"
-        ) from e
+    except yamlload.LoadError as e:
+        raise errors.ConfigError(str(e)) from e
     if document is None:
         return HostPolicy()
     return _policy_from_document(document, name)

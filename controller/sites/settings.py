@@ -128,21 +128,33 @@ class ExtraSite:
     """
 
     group: str
-    """API group, ``""`` for the core group (``apiVersion: v1``)."""
+    """API group of the resource, ``""`` for the core group (``apiVersion: v1``). Required."""
 
     kind: str
+    """Kind of the resource, as in its ``kind:`` (``ModelDeployment``). Required."""
 
     versions: tuple[str, ...] = ()
-    """API versions to match; empty means any."""
+    """API versions to match (``v1``, ``v1beta1``); empty means any."""
 
     paths: tuple[str, ...]
+    """Where the references are, one or more paths from the object's root: dot-separated field
+    names, each optionally followed by ``[*]`` (every item of a list) or ``[N]`` (item N), e.g.
+    ``spec.models[*].source``. A path that reaches a missing field or a non-string is
+    skipped. Required."""
 
     grammar: refs.Grammar = "kit"
+    """How the references are written: ``kit`` (``MODELKIT_REF`` / ``kit pull``: a registry
+    host is required) or ``image`` (a container image reference: ``docker.io`` is implied).
+    Default ``kit``."""
 
     prefix: str = ""
-    """Text before the reference, e.g. ``kit://``; values without it are ignored."""
+    """Text before the reference, e.g. ``kit://``; values without it are ignored, and a
+    pinned value keeps it. Default empty: the whole value is the reference."""
 
     expects_modelkit: bool = True
+    """Whether the reference must name a ModelKit (or ModelPack): kitpin denies anything
+    else, as it does for ``MODELKIT_REF``. Default true; false for a field that may also
+    hold a plain container image (it is still pinned)."""
 
     _steps: tuple[tuple[Step, ...], ...] = field(init=False, repr=False, compare=False)
     """``paths`` compiled: field names (str), indexes (int >= 0), or -1 for ``[*]``."""
