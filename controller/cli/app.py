@@ -81,5 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"kitpin: {e}", file=sys.stderr)
         return common.EXIT_USAGE
     except errors.RegistryError as e:
-        print(f"kitpin: {e.reason}: {e}", file=sys.stderr)
+        # The CLI's advice names its flags; `run` keeps the webhook's words, for its operator.
+        shown = e if args.command == "run" else common.for_cli(e, plain_http_registry=False)
+        print(f"kitpin: {e.reason}: {shown}", file=sys.stderr)
         return common.EXIT_FAILED

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import copy
+import re
 import sys
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -40,7 +42,8 @@ def add_registry_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--registry-config",
         metavar="FILE",
-        help="YAML: per-registry plainHTTP/caFile, allowedRegistries, deniedNetworks",
+        help="YAML: per-registry plainHTTP/caFile, allowedRegistries, deniedNetworks, "
+        "deniedHostnames (every key: docs/settings.md)",
     )
     p.add_argument(
         "--docker-config",
@@ -63,9 +66,9 @@ def add_input_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--settings",
         metavar="FILE",
-        help="kitpin settings YAML: its sites (env names, kit CLI images, extra sites) and "
-        "deadlineSeconds apply (for check, ignoredNamespaces too), so kitpin finds what the "
-        "webhook with those settings finds",
+        help="kitpin settings YAML (every key: docs/settings.md): its sites (env names, kit CLI "
+        "images, extra sites) and deadlineSeconds apply (for check, ignoredNamespaces too), so "
+        "kitpin finds what the webhook with those settings finds",
     )
 
 
@@ -261,7 +264,7 @@ async def resolve_all(
                     ref, credential=access.credential(ref), deadline=access.deadline
                 )
             except errors.RegistryError as e:
-                return e
+                return for_cli(e, plain_http_registry=True)
 
     unique = {ref.canonical: ref for ref in references}
     results = await asyncio.gather(*(one(ref) for ref in unique.values()))
@@ -271,6 +274,72 @@ async def resolve_all(
 
 # ---------------------------------------------------------------------------------------
 # Messages
+
+_TLS_FAILED: Final = re.compile(
+    r"\[SSL[:\]]|SSLError|record layer failure|wrong version number", re.I
+)
+"""How a TLS handshake with a server that speaks plain HTTP fails."""
+
+_NO_CONNECTION: Final = re.compile(
+    r"; check the registry name, network policies and egress, and plainHTTP if it serves "
+    r"plain HTTP$"
+)
+_PULL_SECRET: Final = re.compile(
+    r"add a pull secret for (?P<registry>\S+) to the namespace(?: \(imagePullSecrets\))?"
+)
+_REGISTRY_CONFIG: Final = re.compile(r"\bin the registry config\b(?! \(--registry-config)")
+
+
+def cli_advice(message: str, *, registry: str, plain_http_registry: bool = False) -> str:
+    """``message``, a registry error's, with the advice the CLI's user can follow.
+
+    The registry client words its advice for the webhook, whose operator has the settings
+    and the namespace's pull secrets: "plainHTTP in the registry config", "add a pull secret
+    to the namespace". A CLI user has flags instead: ``--plain-http``, ``--docker-config``,
+    ``--registry-config``. The webhook's messages stay as they are; only what the CLI prints
+    goes through here. ``plain_http_registry``: the command also has
+    ``--plain-http-registry`` (``pin``, ``check``)."""
+    one = f" (or --plain-http-registry {registry} for this registry only)"
+    plain = "--plain-http" + (one if plain_http_registry and registry else "")
+    if _NO_CONNECTION.search(message):
+        if _TLS_FAILED.search(message):
+            advice = (
+                f"; the TLS handshake failed: if {registry or 'the registry'} serves plain "
+                f"HTTP (a local registry), add {plain}; else check the registry name and port"
+            )
+        else:
+            advice = (
+                f"; check the registry name and the network, and add {plain} if it serves "
+                "plain HTTP"
+            )
+        message = _NO_CONNECTION.sub(lambda _: advice, message)
+
+    def docker_config(m: re.Match[str]) -> str:
+        named = registry if m["registry"] == "it" and registry else m["registry"]
+        return (
+            f"give credentials for {named} with --docker-config DIR (a directory whose "
+            f"config.json has them, e.g. ~/.docker after `docker login {named}`)"
+        )
+
+    message = _PULL_SECRET.sub(docker_config, message)
+    return _REGISTRY_CONFIG.sub("in the registry config (--registry-config FILE)", message)
+
+
+def for_cli(
+    error: errors.RegistryError, *, plain_http_registry: bool = False
+) -> errors.RegistryError:
+    """``error`` with :func:`cli_advice`'s message (a copy: same type, reason, registry and
+    cause), or ``error`` itself when nothing changes."""
+    message = cli_advice(
+        error.message, registry=error.registry, plain_http_registry=plain_http_registry
+    )
+    if message == error.message:
+        return error
+    twin = copy.copy(error)
+    twin.message = message
+    twin.args = (message,)
+    twin.__cause__ = error.__cause__
+    return twin
 
 
 def warn(message: str) -> None:

@@ -182,6 +182,8 @@ def test_docker_config_credentials_open_a_private_repository(
     assert anonymous.stdout == ""
     assert "kitpin: Unauthorized:" in anonymous.stderr
     assert "(401)" in anonymous.stderr
+    assert f"give credentials for {private.host} with --docker-config DIR" in anonymous.stderr
+    assert "namespace" not in anonymous.stderr  # the webhook's advice, not the CLI's
     assert with_credentials.code == 0, with_credentials.stderr
     assert with_credentials.stdout == f"{reference}@{digest}\n"
 
@@ -229,6 +231,7 @@ def test_registry_config_ca_file_trusts_a_private_ca(
     assert untrusted.code == 1
     assert "kitpin: Unreachable:" in untrusted.stderr
     assert "TLS verification" in untrusted.stderr and "caFile" in untrusted.stderr
+    assert "in the registry config (--registry-config FILE)" in untrusted.stderr
     assert trusted.code == 0, trusted.stderr
     assert trusted.stdout == f"{reference}@{digest}\n"
 
@@ -245,6 +248,8 @@ def test_missing_tag_is_not_found(plain: RegistryServer, repo: str) -> None:
     assert run.stdout == ""
     assert f"kitpin: NotFound: manifest {plain.host}/{repo}:v9 not found (404)" in run.stderr
     assert "check the repository and tag" in run.stderr
+    assert f"give credentials for {plain.host} with --docker-config DIR" in run.stderr
+    assert "pull secret" not in run.stderr and "namespace" not in run.stderr
 
 
 def test_plain_http_registry_without_plain_http_fails_with_a_hint(
@@ -257,6 +262,8 @@ def test_plain_http_registry_without_plain_http_fails_with_a_hint(
     assert run.code == 1
     assert run.stdout == ""
     assert "kitpin: Unreachable:" in run.stderr
+    assert f"if {plain.host} serves plain HTTP (a local registry), add --plain-http" in run.stderr
+    assert "plainHTTP" not in run.stderr  # the settings key is the webhook's, not the CLI's
 
 
 def test_nothing_listening_is_unreachable() -> None:
