@@ -1,7 +1,13 @@
 """``kitpin check``: evaluate ModelKit policies against Kubernetes YAML without changing it,
 as the validating webhook would (for CI). The evidence policy judges comes from
 :func:`controller.admission.evidence.build`, the webhook's own: an object kitpin pinned is
-judged as the user wrote it (its ``kitpin.dev/pinned`` records), a forged record is not."""
+judged as the user wrote it (its ``kitpin.dev/pinned`` records), a forged record is not.
+
+Nothing passes silently: like Kyverno's CLI, every reference gets one result (``pass``,
+``fail``, ``warn``, ``skip`` or ``error``, see :func:`_result`), every policy says which
+objects it applied to or why it was skipped (a namespaceSelector that matched none of the
+namespaces checked, with the ``--namespace-labels`` that would match), and
+``--fail-on-skip`` turns anything not judged into exit code 1."""
 
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ import logging
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 
 from controller import errors, manifests, policy, refs, sites
 from controller.admission import evidence, pinning
@@ -37,26 +43,45 @@ the user wrote it, read from kitpin's own kitpin.dev/pinned record.
 
 Namespaces: each object is checked in its metadata.namespace, else --namespace, else
 `default`; a ModelKitPolicy without metadata.namespace belongs to that same namespace. A
-ClusterModelKitPolicy's namespaceSelector is matched against --namespace-labels, plus
+ClusterModelKitPolicy's namespaceSelector is matched against --namespace-labels (KEY=VALUE
+for every namespace, NS:KEY=VALUE for namespace NS only), plus
 kubernetes.io/metadata.name=<namespace>, which Kubernetes sets on every namespace. Objects
 in namespaces the webhook ignores (kube-system, kube-public, kube-node-lease, settings
-ignoredNamespaces, label kitpin.dev/ignore=true) are skipped, as the webhook skips them.
+ignoredNamespaces, label kitpin.dev/ignore=true) are not checked, as the webhook ignores them.
+
+Results: every reference is pass (every rule that applies was checked and holds), fail (an
+enforce violation), warn (warn or audit violations only), skip (no policy applies in its
+namespace, or a rule could not be checked) or error (invalid, not a ModelKit, or the
+registry failed). Every policy is listed with the objects it applied to, or as skipped with
+the reason (e.g. its namespaceSelector matched none of the namespaces checked: give their
+labels with --namespace-labels).
 
 --offline asks no registry: rules on the references themselves (repositories.*, tags.*) are
 evaluated; artifact and parent rules need the manifest or the Kitfile and are reported as
-not checked, without failing, and a non-ModelKit where a ModelKit is expected goes unnoticed.
+not checked (their reference is a skip), and a non-ModelKit where a ModelKit is expected goes
+unnoticed.
 Without --offline, a reference is resolved where a ModelKit is expected or where a policy
 reads the artifact, and its Kitfile is read only when a rule needs it; a registry that cannot
 answer is an error (exit 1): the check could not complete.
 
 Exit codes: 0 no enforce-mode violation and no error (warn and audit violations are printed
-but pass); 1 an enforce-mode violation, an invalid reference, a non-ModelKit where a ModelKit
-is expected, or a registry failure; 2 usage, an invalid policy, unreadable or invalid YAML.
+but pass; so do skips, unless --fail-on-skip); 1 an enforce-mode violation, an invalid
+reference, a non-ModelKit where a ModelKit is expected, or a registry failure, and with
+--fail-on-skip anything not judged: a skipped reference, a policy that applied to no object,
+a reference kitpin cannot see (valueFrom); 2 usage, an invalid policy, unreadable or invalid
+YAML.
 """
 
 DEFAULT_NAMESPACE: Final = "default"
 NAMESPACE_NAME_LABEL: Final = "kubernetes.io/metadata.name"
 """The label Kubernetes puts on every namespace, holding its name."""
+
+Result = Literal["pass", "fail", "warn", "skip", "error"]
+RESULTS: Final[tuple[Result, ...]] = get_args(Result)
+"""What a reference's check came to (:func:`_result`), in the order the summary lists them."""
+
+OBJECTS_LISTED: Final = 5
+"""How many objects a policy's text line names before "and N more" (JSON lists all)."""
 
 
 def add_parser(sub: Any) -> None:
@@ -83,11 +108,19 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument(
         "--namespace-labels",
-        metavar="KEY=VALUE,...",
+        metavar="[NS:]KEY=VALUE,...",
         action="append",
         default=[],
-        help="labels of the namespaces, for the namespaceSelector of cluster policies "
-        "(repeatable; kubernetes.io/metadata.name=<namespace> is always added)",
+        help="labels to assume for the namespaces, for the namespaceSelector of cluster "
+        "policies: KEY=VALUE,... for every namespace, NS:KEY=VALUE,... for namespace NS only "
+        "(repeatable, merged; kubernetes.io/metadata.name=<namespace> is always added)",
+    )
+    p.add_argument(
+        "--fail-on-skip",
+        action="store_true",
+        help="exit 1 when anything was not judged: a reference no policy applies to or with a "
+        "rule that could not be checked, a policy that applied to no object, a reference "
+        "kitpin cannot see (for CI: no false green)",
     )
     p.add_argument(
         "--offline",
@@ -100,24 +133,57 @@ def add_parser(sub: Any) -> None:
         "-o",
         choices=("text", "json"),
         default="text",
-        help="text: one line per finding and a summary (default); json: one object",
+        help="text: one line per finding, one per policy, and a summary (default); json: "
+        "one object (docs/check.md)",
     )
     common.add_resolution_flags(p)
 
 
-def _namespace_labels(given: Sequence[str]) -> dict[str, str]:
-    """``--namespace-labels team=ml,env=prod`` (repeatable) as a mapping."""
-    labels: dict[str, str] = {}
+@dataclass(frozen=True, kw_only=True)
+class _Labels:
+    """The namespace labels ``--namespace-labels`` says to assume."""
+
+    every: Mapping[str, str] = field(default_factory=dict)
+    """``KEY=VALUE``: on every namespace."""
+    by_namespace: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    """``NS:KEY=VALUE``: on namespace NS only (over ``every``)."""
+
+    def of(self, namespace: str) -> dict[str, str]:
+        """The labels of ``namespace``, with the name label Kubernetes sets on every one."""
+        return {
+            **self.every,
+            **self.by_namespace.get(namespace, {}),
+            NAMESPACE_NAME_LABEL: namespace,
+        }
+
+
+def _namespace_labels(given: Sequence[str]) -> _Labels:
+    """``--namespace-labels team=ml,env=prod`` and ``--namespace-labels ml:env=prod``
+    (repeatable, merged). A ``NS:`` prefix applies to the whole value; label keys, values
+    and namespace names hold no ':', so the prefix is unambiguous."""
+    every: dict[str, str] = {}
+    by_namespace: dict[str, dict[str, str]] = {}
     for text in given:
-        for item in text.split(","):
+        namespace, colon, pairs = text.partition(":")
+        if colon and "=" not in namespace:
+            namespace = namespace.strip()
+            if not namespace:
+                raise errors.ConfigError(
+                    f"--namespace-labels {text!r}: the namespace before ':' is empty "
+                    "(write ml:env=prod, or env=prod for every namespace)"
+                )
+            labels = by_namespace.setdefault(namespace, {})
+        else:
+            pairs, labels = text, every
+        for item in pairs.split(","):
             key, eq, value = item.strip().partition("=")
-            if not eq or not key.strip():
+            if not eq or not key.strip() or ":" in key:
                 raise errors.ConfigError(
                     f"--namespace-labels {text!r}: {item.strip()!r} is not KEY=VALUE "
-                    "(write team=ml,env=prod)"
+                    "(write team=ml,env=prod, or ml:env=prod for namespace ml only)"
                 )
             labels[key.strip()] = value.strip()
-    return labels
+    return _Labels(every=every, by_namespace=by_namespace)
 
 
 def _policy_documents(obj: object) -> list[object]:
@@ -190,6 +256,11 @@ class _Reviewed:
 
     order: int
     """Index of its input (output follows the input order)."""
+    file: str
+    document: int
+    """Index of its document, from 0."""
+    line: int
+    """Line of its first reference."""
     obj: Mapping[str, Any]
     """The object itself: its ``kitpin.dev/pinned`` records say what the user wrote."""
     kind: str
@@ -218,6 +289,21 @@ class _Reviewed:
             fields={**where, **details},
             text=text,
         )
+
+    @property
+    def display(self) -> str:
+        return f"{self.kind}/{self.name}" if self.name else self.kind
+
+    def identity(self) -> dict[str, Any]:
+        """The object in JSON: where it is and what it is."""
+        return {
+            "file": self.file,
+            "line": self.line,
+            "document": self.document + 1,
+            "kind": self.kind,
+            "name": self.name,
+            "namespace": self.namespace,
+        }
 
 
 def _object_at(document: object, base: str) -> Mapping[str, Any]:
@@ -251,7 +337,7 @@ def _review(
     policies: Sequence[policy.Policy],
     *,
     namespace: str,
-    labels: Mapping[str, str],
+    labels: _Labels,
     ignored_namespaces: frozenset[str],
     offline: bool,
 ) -> tuple[list[_Reviewed], int]:
@@ -269,7 +355,7 @@ def _review(
                 obj = _object_at(document.obj, base)
                 kind, name, own_namespace = _identity(document.obj, base, obj)
                 ns = own_namespace or namespace
-                ns_labels = {**labels, NAMESPACE_NAME_LABEL: ns}
+                ns_labels = labels.of(ns)
                 if ns in ignored_namespaces or ns_labels.get(pinning.IGNORE_LABEL) == "true":
                     logger.info("%s: skipped: namespace %s is ignored", located_sites[0], ns)
                     skipped += 1
@@ -298,6 +384,9 @@ def _review(
                 reviewed.append(
                     _Reviewed(
                         order=order,
+                        file=located_sites[0].source,
+                        document=located_sites[0].document,
+                        line=located_sites[0].line,
                         obj=obj,
                         kind=kind,
                         name=name,
@@ -381,10 +470,26 @@ class _Finding:
 
 
 @dataclass(kw_only=True)
+class _Tally:
+    """What one policy did: the objects it applied to, and its result per reference."""
+
+    policy: policy.Policy
+    objects: list[_Reviewed] = field(default_factory=list)
+    results: dict[Result, int] = field(default_factory=lambda: dict.fromkeys(RESULTS, 0))
+
+
+@dataclass(kw_only=True)
 class _Report:
     violations: list[_Finding] = field(default_factory=list)
     errors: list[_Finding] = field(default_factory=list)
     unchecked: list[_Finding] = field(default_factory=list)
+    references: list[_Finding] = field(default_factory=list)
+    """One per reference: its result (and why, for a skip)."""
+    tallies: list[_Tally] = field(default_factory=list)
+    """One per policy, in policy order."""
+
+    def count(self, result: Result) -> int:
+        return sum(f.fields["result"] == result for f in self.references)
 
 
 def _rule_finding(
@@ -409,10 +514,39 @@ def _rule_finding(
     )
 
 
-def _findings(objects: Sequence[_Reviewed], *, offline: bool) -> _Report:
+def _result(
+    violations: Sequence[policy.Violation],
+    unchecked: Sequence[policy.Unchecked],
+    *,
+    problems: bool,
+    judged: bool,
+) -> Result:
+    """What one reference's check came to, for the policies that applied to it (or one of
+    them): ``fail`` an enforce violation; ``error`` the reference is invalid, not a
+    ModelKit, or the registry failed; ``skip`` no policy judged it (``judged`` False) or a
+    rule could not be checked, so kitpin cannot say it passes (its warn and audit
+    violations are still reported); ``warn`` warn or audit violations only; ``pass`` every
+    rule that applies was checked and holds."""
+    if any(v.mode == "enforce" for v in violations):
+        return "fail"
+    if problems:
+        return "error"
+    if not judged or unchecked:
+        return "skip"
+    if violations:
+        return "warn"
+    return "pass"
+
+
+def _findings(
+    objects: Sequence[_Reviewed], policies: Sequence[policy.Policy], *, offline: bool
+) -> _Report:
     """Evaluate every object's policies (:func:`policy.evaluate`, as the webhook does) and
-    turn violations, errors and rules not checked into findings, in input order."""
+    turn violations, errors and rules not checked into findings, in input order; give every
+    reference its result, and every policy its tally."""
     report = _Report()
+    tallies = {p.ref: _Tally(policy=p) for p in sorted(policies, key=policy.policy_order)}
+    note = " (offline)" if offline else ""
     for obj in objects:
         for checked in obj.references:
             for reason, message in checked.problems:
@@ -429,38 +563,140 @@ def _findings(objects: Sequence[_Reviewed], *, offline: bool) -> _Report:
             for c in obj.references
             if c.ref is not None
         ]
-        if not obj.applicable or not found:
-            continue
-        # What the webhook's policy sees: each reference as the user wrote it (the object's
-        # kitpin.dev/pinned records), with what the registry said.
-        judged = evidence.build(
-            obj.obj,
-            found,
-            resolutions={
-                c.located.site.path: c.resolution
-                for c in obj.references
-                if c.resolution is not None
-            },
-            configs={c.located.site.path: c.config for c in obj.references if c.config is not None},
-        )
-        verdict = policy.evaluate(
-            obj.applicable, namespace=obj.namespace, namespace_labels=obj.labels, evidence=judged
-        )
+        verdict = policy.Verdict()
+        if obj.applicable and found:
+            # What the webhook's policy sees: each reference as the user wrote it (the
+            # object's kitpin.dev/pinned records), with what the registry said.
+            judged = evidence.build(
+                obj.obj,
+                found,
+                resolutions={
+                    c.located.site.path: c.resolution
+                    for c in obj.references
+                    if c.resolution is not None
+                },
+                configs={
+                    c.located.site.path: c.config for c in obj.references if c.config is not None
+                },
+            )
+            verdict = policy.evaluate(
+                obj.applicable,
+                namespace=obj.namespace,
+                namespace_labels=obj.labels,
+                evidence=judged,
+            )
         at = {c.located.site.path: c.located for c in obj.references}
         for v in verdict.violations:
             said = v.message.removeprefix(f"{v.policy} rule {v.rule}: ")
             report.violations.append(_rule_finding(obj, at, v, v.mode, said, message=v.message))
-        note = " (offline)" if offline else ""
         for u in verdict.unchecked:
             text = f"not checked{note}: {u.why}"
             report.unchecked.append(_rule_finding(obj, at, u, "unchecked", text, message=u.why))
-    for findings in (report.violations, report.errors, report.unchecked):
+        for p in obj.applicable:
+            tallies[p.ref].objects.append(obj)
+        for c in obj.references:
+            path = c.located.site.path
+            mine = [v for v in verdict.violations if v.path == path]
+            missing = [u for u in verdict.unchecked if u.path == path]
+            result = _result(mine, missing, problems=bool(c.problems), judged=bool(obj.applicable))
+            why = None
+            if result == "skip" and not obj.applicable:
+                why = (
+                    f"no policy applies in namespace {obj.namespace} "
+                    f"(labels {_labels_text(obj.labels)})"
+                    if policies
+                    else "no --policy given: only the reference itself was checked"
+                )
+            elif result == "skip":
+                why = f"not checked{note}: " + ", ".join(f"{u.policy} {u.rule}" for u in missing)
+            report.references.append(
+                obj.finding(
+                    c.located,
+                    f"[skip] {why}",
+                    result=result,
+                    policies=[str(p.ref) for p in obj.applicable],
+                    message=why,
+                )
+            )
+            for p in obj.applicable:
+                tallies[p.ref].results[
+                    _result(
+                        [v for v in mine if v.policy == p.ref],
+                        [u for u in missing if u.policy == p.ref],
+                        problems=bool(c.problems),
+                        judged=True,
+                    )
+                ] += 1
+    report.tallies = list(tallies.values())
+    for findings in (report.violations, report.errors, report.unchecked, report.references):
         findings.sort(key=lambda f: f.order)
     return report
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
+def _labels_text(labels: Mapping[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
+def _why_skipped(p: policy.Policy, objects: Sequence[_Reviewed], given_labels: bool) -> str:
+    """Why policy ``p`` applied to none of ``objects``, and what would make it apply."""
+    if not objects:
+        return "no object with ModelKit references was checked"
+    namespaces: dict[str, Mapping[str, str]] = {}
+    for o in objects:  # input order: the first object's namespace is the example
+        namespaces.setdefault(o.namespace, o.labels)
+    if p.kind == policy.NAMESPACED_KIND:
+        return (
+            f"it applies in namespace {p.namespace} only, and none of the objects checked is "
+            f"there (checked: {', '.join(namespaces)}; an object is checked in its "
+            "metadata.namespace, else --namespace)"
+        )
+    if given_labels:
+        shown = list(namespaces.items())[:OBJECTS_LISTED]
+        seen = "; ".join(f"{ns}: {_labels_text(labels)}" for ns, labels in shown)
+        if len(namespaces) > OBJECTS_LISTED:
+            seen += "; ..."
+    else:
+        seen = (
+            f"{', '.join(namespaces)}; without --namespace-labels a namespace has only the "
+            f"label {NAMESPACE_NAME_LABEL}=<its name>"
+        )
+    selector = p.namespace_selector
+    example = next(iter(namespaces))
+    if selector is not None and selector.match_labels and not selector.match_expressions:
+        wanted = _labels_text(selector.match_labels)
+        hint = (
+            f"--namespace-labels {wanted} (every namespace) or --namespace-labels "
+            f"{example}:{wanted} (namespace {example} only)"
+        )
+    else:
+        hint = (
+            "--namespace-labels [NS:]KEY=VALUE,... giving labels the selector matches "
+            f"(e.g. --namespace-labels {example}:KEY=VALUE)"
+        )
+    return (
+        f"its namespaceSelector {selector} matches none of the namespaces checked ({seen}); "
+        f"kitpin check cannot read namespace labels from a cluster: assume them with {hint}"
+    )
+
+
+def _objects_text(objects: Sequence[_Reviewed]) -> str:
+    """``Deployment/llama, Pod/eval in ml; Pod/x in default`` (at most
+    :data:`OBJECTS_LISTED` objects, then "and N more")."""
+    by_namespace: dict[str, list[str]] = {}
+    for o in objects[:OBJECTS_LISTED]:
+        by_namespace.setdefault(o.namespace, []).append(o.display)
+    text = "; ".join(f"{', '.join(names)} in {ns}" for ns, names in by_namespace.items())
+    if len(objects) > OBJECTS_LISTED:
+        text += f"; and {len(objects) - OBJECTS_LISTED} more"
+    return text
+
+
+def _results_text(results: Mapping[Result, int]) -> str:
+    return ", ".join(f"{results[r]} {r}" for r in RESULTS)
+
+
+def _plural(n: int, word: str, plural: str | None = None) -> str:
+    return f"{n} {word if n == 1 else plural or word + 's'}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -475,7 +711,7 @@ def run(args: argparse.Namespace) -> int:
         if problems:
             return common.EXIT_USAGE
     loaded = common.load_manifests(args, config.admission.sites)
-    objects, skipped = _review(
+    objects, ignored = _review(
         loaded,
         policies,
         namespace=args.namespace or DEFAULT_NAMESPACE,
@@ -487,7 +723,7 @@ def run(args: argparse.Namespace) -> int:
     if wanted:
         access = common.registry_access(args, config, deadline, (c.ref for c in wanted if c.ref))
         asyncio.run(_look_up(wanted, access))
-    report = _findings(objects, offline=args.offline)
+    report = _findings(objects, policies, offline=args.offline)
     unresolvable = [
         {
             "file": u.source,
@@ -502,22 +738,35 @@ def run(args: argparse.Namespace) -> int:
         for document in manifest.documents
         for u in document.unresolvable
     ]
+    given_labels = bool(labels.every or labels.by_namespace)
+    skipped_policies = {
+        t.policy.ref: _why_skipped(t.policy, objects, given_labels)
+        for t in report.tallies
+        if not t.objects
+    }
 
     modes: dict[str, int] = {
         mode: sum(f.fields["mode"] == mode for f in report.violations) for mode in policy.MODES
     }
-    code = common.EXIT_FAILED if modes["enforce"] or report.errors else common.EXIT_OK
-    references = sum(len(obj.references) for obj in objects)
+    results = {r: report.count(r) for r in RESULTS}
+    not_judged = results["skip"] + len(skipped_policies) + len(unresolvable)
+    code = common.EXIT_OK
+    if modes["enforce"] or report.errors or (args.fail_on_skip and not_judged):
+        code = common.EXIT_FAILED
     summary: dict[str, object] = {
+        "references": len(report.references),
+        "objects": len(objects),
+        "results": results,
         "violations": len(report.violations),
         **modes,
         "errors": len(report.errors),
         "unchecked": len(report.unchecked),
-        "objects": len(objects),
-        "references": references,
-        "skipped": skipped,
+        "unresolvable": len(unresolvable),
+        "ignored": ignored,
         "policies": len(policies),
+        "policiesSkipped": len(skipped_policies),
         "offline": bool(args.offline),
+        "failOnSkip": bool(args.fail_on_skip),
         "exitCode": code,
     }
     if args.output == "json":
@@ -527,6 +776,20 @@ def run(args: argparse.Namespace) -> int:
                     "violations": [f.fields for f in report.violations],
                     "errors": [f.fields for f in report.errors],
                     "unchecked": [f.fields for f in report.unchecked],
+                    "references": [f.fields for f in report.references],
+                    "policies": [
+                        {
+                            "policy": str(t.policy.ref),
+                            "kind": t.policy.kind,
+                            "name": t.policy.name,
+                            "namespace": t.policy.namespace,
+                            "result": "skipped" if t.policy.ref in skipped_policies else "applied",
+                            "objects": [o.identity() for o in t.objects],
+                            "results": t.results,
+                            "message": skipped_policies.get(t.policy.ref),
+                        }
+                        for t in report.tallies
+                    ],
                     "unresolvable": unresolvable,
                     "summary": summary,
                 },
@@ -539,18 +802,60 @@ def run(args: argparse.Namespace) -> int:
         common.warn(f"{u['file']}:{u['line']}: {u['object']}: {u['where']}: {u['message']}")
     for finding in sorted([*report.violations, *report.errors], key=lambda f: f.order):
         print(finding.line)
-    for finding in report.unchecked:
+    # What was not judged: rules not checked, and references no policy applies to (with
+    # --policy; without it every reference is a skip, which the summary says once).
+    unjudged = [
+        f for f in report.references if f.fields["result"] == "skip" and not f.fields["policies"]
+    ]
+    for finding in sorted([*report.unchecked, *(unjudged if policies else [])], key=_by_order):
         print(finding.line)
-    text = (
+    for t in report.tallies:
+        why = skipped_policies.get(t.policy.ref)
+        if why is not None:
+            print(f"policy {t.policy.ref}: skipped: {why}")
+        else:
+            print(
+                f"policy {t.policy.ref}: applied to {_plural(len(t.objects), 'object')} "
+                f"({_objects_text(t.objects)}): {_results_text(t.results)}"
+            )
+    parts = [
+        f"{_plural(len(report.references), 'reference')} in {_plural(len(objects), 'object')}: "
+        + _results_text(results),
         f"{_plural(len(report.violations), 'violation')} ({modes['enforce']} enforce, "
-        f"{modes['warn']} warn, {modes['audit']} audit) in {_plural(len(objects), 'object')}; "
-        f"{_plural(references, 'reference')} checked"
-    )
-    if report.errors:
-        text += f"; {_plural(len(report.errors), 'error')}"
+        f"{modes['warn']} warn, {modes['audit']} audit)",
+        _plural(len(policies), "policy", "policies")
+        + (f" ({len(skipped_policies)} skipped)" if skipped_policies else ""),
+    ]
     if report.unchecked:
-        text += f"; {len(report.unchecked)} not checked{' (offline)' if args.offline else ''}"
-    if skipped:
-        text += f"; {_plural(skipped, 'object')} in ignored namespaces skipped"
-    print(text)
+        parts.append(
+            f"{_plural(len(report.unchecked), 'rule')} not checked"
+            f"{' (offline)' if args.offline else ''}"
+        )
+    if unresolvable:
+        parts.append(f"{_plural(len(unresolvable), 'reference')} kitpin cannot see")
+    if ignored:
+        parts.append(f"{_plural(ignored, 'object')} in ignored namespaces")
+    print("; ".join(parts))
+    if not_judged and not args.fail_on_skip:
+        common.warn(
+            "not everything was judged ("
+            + ", ".join(
+                text
+                for n, text in (
+                    (results["skip"], f"{_plural(results['skip'], 'reference')} skipped"),
+                    (
+                        len(skipped_policies),
+                        f"{_plural(len(skipped_policies), 'policy', 'policies')} applied to "
+                        "nothing",
+                    ),
+                    (len(unresolvable), f"{len(unresolvable)} kitpin cannot see"),
+                )
+                if n
+            )
+            + "); --fail-on-skip makes that fail the check"
+        )
     return code
+
+
+def _by_order(f: _Finding) -> tuple[int, int, int, int]:
+    return f.order

@@ -35,20 +35,56 @@ FINDING_KEYS = {
 VIOLATION_KEYS = FINDING_KEYS | {"policy", "rule", "reason", "mode", "message"}
 ERROR_KEYS = FINDING_KEYS | {"reason", "message"}
 UNCHECKED_KEYS = FINDING_KEYS | {"policy", "rule", "mode", "message"}
+REFERENCE_KEYS = FINDING_KEYS | {"result", "policies", "message"}
+POLICY_KEYS = {"policy", "kind", "name", "namespace", "result", "objects", "results", "message"}
+OBJECT_KEYS = {"file", "line", "document", "kind", "name", "namespace"}
+RESULTS = ("pass", "fail", "warn", "skip", "error")
 SUMMARY_KEYS = {
+    "references",
+    "objects",
+    "results",
     "violations",
     "enforce",
     "warn",
     "audit",
     "errors",
     "unchecked",
-    "objects",
-    "references",
-    "skipped",
+    "unresolvable",
+    "ignored",
     "policies",
+    "policiesSkipped",
     "offline",
+    "failOnSkip",
     "exitCode",
 }
+
+
+def summary_line(
+    references: int,
+    objects: int,
+    *,
+    results: dict[str, int] | None = None,
+    violations: tuple[int, int, int] = (0, 0, 0),
+    policies: int = 1,
+    skipped_policies: int = 0,
+    rest: str = "",
+) -> str:
+    """The text summary: references and their results, violations by mode, policies, and
+    ``rest`` (the optional parts, with their leading "; ")."""
+
+    def n(count: int, word: str, plural: str | None = None) -> str:
+        return f"{count} {word if count == 1 else plural or word + 's'}"
+
+    counts = {r: 0 for r in RESULTS} | (results or {})
+    enforce, warn, audit = violations
+    return (
+        f"{n(references, 'reference')} in {n(objects, 'object')}: "
+        + ", ".join(f"{counts[r]} {r}" for r in RESULTS)
+        + f"; {n(enforce + warn + audit, 'violation')} ({enforce} enforce, {warn} warn, "
+        f"{audit} audit); {n(policies, 'policy', 'policies')}"
+        + (f" ({skipped_policies} skipped)" if skipped_policies else "")
+        + rest
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -186,6 +222,16 @@ class Result:
     def summary(self) -> str:
         """The text output's last line."""
         return self.lines[-1]
+
+    @property
+    def findings(self) -> list[str]:
+        """The text output's lines about references (not the policy lines, not the
+        summary)."""
+        return [line for line in self.lines[:-1] if not line.startswith("policy ")]
+
+    @property
+    def policy_lines(self) -> list[str]:
+        return [line for line in self.lines if line.startswith("policy ")]
 
     def json(self) -> dict[str, Any]:
         data = json.loads(self.out)

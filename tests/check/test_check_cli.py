@@ -13,7 +13,10 @@ import yaml
 from check_helpers import (
     DEPLOYMENT_POINTER,
     ERROR_KEYS,
+    OBJECT_KEYS,
     POD_POINTER,
+    POLICY_KEYS,
+    REFERENCE_KEYS,
     REGISTRY,
     SUMMARY_KEYS,
     UNCHECKED_KEYS,
@@ -29,6 +32,7 @@ from check_helpers import (
     rules,
     run_check,
     stream,
+    summary_line,
     value_from_pod,
     write_yaml,
 )
@@ -75,10 +79,14 @@ def test_denied_tag_in_enforce_mode_fails_naming_file_line_path_and_rule(
         'ClusterModelKitPolicy/no-latest rule tags.denied: initContainer "kitops-init" env '
         f"MODELKIT_REF '{REGISTRY}/ml/mistral:latest' uses the tag 'latest'"
     ), result.lines[0]
-    assert result.summary == (
-        "1 violation (1 enforce, 0 warn, 0 audit) in 2 objects; 2 references checked"
+    assert result.summary == summary_line(
+        2, 2, results={"pass": 1, "fail": 1}, violations=(1, 0, 0)
     )
-    assert len(result.lines) == 2
+    assert result.policy_lines == [
+        "policy ClusterModelKitPolicy/no-latest: applied to 2 objects (Deployment/llama, "
+        "Deployment/mistral in ml): 1 pass, 1 fail, 0 warn, 0 skip, 0 error"
+    ]
+    assert len(result.lines) == 3
     assert app.read_text() == text  # check never changes its input
     assert result.err == ""
 
@@ -98,7 +106,7 @@ def test_warn_mode_prints_the_violation_and_passes(
         "ClusterModelKitPolicy/release-tags rule tags.allowed: "
     )
     assert "matches none of the tags allowed in namespace default ('v*')" in result.lines[0]
-    assert result.summary.startswith("1 violation (0 enforce, 1 warn, 0 audit) in 1 object")
+    assert result.summary == summary_line(1, 1, results={"warn": 1}, violations=(0, 1, 0))
 
 
 def test_a_block_mode_overrides_the_policy_mode(
@@ -156,7 +164,9 @@ def test_every_violation_is_reported_not_only_the_strictest(
     result = check_offline(capsys, tmp_path)
 
     assert result.code == 1
-    assert result.summary.startswith("3 violations (1 enforce, 1 warn, 1 audit) in 1 object")
+    assert result.summary == summary_line(
+        1, 1, results={"fail": 1}, violations=(1, 1, 1), policies=3
+    )
     assert [line.split(": ")[2].split(" rule ")[0] for line in result.lines[:3]] == [
         "[audit] ClusterModelKitPolicy/audit-digest",
         "[enforce] ClusterModelKitPolicy/no-latest",
@@ -292,8 +302,8 @@ def test_cluster_policy_namespace_selector_reads_namespace_labels(
     setup(tmp_path, deployment("llama", f"{REGISTRY}/ml/llama:latest", namespace="ml"), prod)
 
     unlabelled = check_offline(capsys, tmp_path)
-    assert unlabelled.code == 0, unlabelled
-    assert unlabelled.summary.startswith("0 violations")
+    assert unlabelled.code == 0, unlabelled  # a skip passes, and says so
+    assert unlabelled.summary == summary_line(1, 1, results={"skip": 1}, skipped_policies=1)
 
     labelled = check_offline(capsys, tmp_path, "--namespace-labels", "team=ml,env=prod")
     assert labelled.code == 1
@@ -307,6 +317,18 @@ def test_cluster_policy_namespace_selector_reads_namespace_labels(
 
     other = check_offline(capsys, tmp_path, "--namespace-labels", "env=staging")
     assert other.code == 0
+    assert other.summary == summary_line(1, 1, results={"skip": 1}, skipped_policies=1)
+
+    # per namespace: NS:KEY=VALUE applies to that namespace only, over the common labels
+    in_ml = check_offline(capsys, tmp_path, "--namespace-labels", "ml:env=prod,team=ml")
+    assert in_ml.code == 1
+    overridden = check_offline(
+        capsys, tmp_path, "--namespace-labels", "env=staging", "--namespace-labels", "ml:env=prod"
+    )
+    assert overridden.code == 1
+    elsewhere = check_offline(capsys, tmp_path, "--namespace-labels", "web:env=prod")
+    assert elsewhere.code == 0
+    assert elsewhere.summary == summary_line(1, 1, results={"skip": 1}, skipped_policies=1)
 
 
 def test_namespace_name_label_is_set_as_kubernetes_sets_it(
@@ -349,16 +371,19 @@ def test_objects_in_namespaces_the_webhook_ignores_are_skipped(
     result = check_offline(capsys, tmp_path, "--settings", settings, "-o", "json")
 
     assert [v["name"] for v in rows(result, "violations")] == ["ml"]
-    assert result.json()["summary"]["skipped"] == 2
+    assert result.json()["summary"]["ignored"] == 2
 
     ignored_by_label = check_offline(
         capsys, tmp_path, "--settings", settings, "--namespace-labels", "kitpin.dev/ignore=true"
     )
     assert ignored_by_label.code == 0
-    assert ignored_by_label.summary == (
-        "0 violations (0 enforce, 0 warn, 0 audit) in 0 objects; 0 references checked; "
-        "3 objects in ignored namespaces skipped"
+    assert ignored_by_label.summary == summary_line(
+        0, 0, skipped_policies=1, rest="; 3 objects in ignored namespaces"
     )
+    assert ignored_by_label.policy_lines == [
+        "policy ClusterModelKitPolicy/no-latest: skipped: no object with ModelKit references "
+        "was checked"
+    ]
 
 
 # ---------------------------------------------------------------------------------------
@@ -423,6 +448,9 @@ def test_policy_files_without_policies_are_a_usage_error(
         (["--policy", "-"], "policies are read from files"),
         (["--policy", "missing.yaml"], "missing.yaml: no such file or directory"),
         (["--namespace-labels", "env"], "'env' is not KEY=VALUE"),
+        (["--namespace-labels", ":env=prod"], "the namespace before ':' is empty"),
+        (["--namespace-labels", "ml:"], "'' is not KEY=VALUE"),
+        (["--namespace-labels", "ml:env=prod,web:x=y"], "'web:x=y' is not KEY=VALUE"),
         (["--deadline", "0"], "--deadline must be > 0"),
         (["--output", "xml"], "invalid choice"),
     ],
@@ -491,9 +519,7 @@ def test_invalid_references_fail_with_their_location(
         f"{app}:{line_of(text, 'llama:v1', 1)}: doc 2 Pod/local {POD_POINTER}: "
         "[error] LocalReference: 'llama:v1' has no registry host"
     )
-    assert result.summary == (
-        "0 violations (0 enforce, 0 warn, 0 audit) in 3 objects; 3 references checked; 2 errors"
-    )
+    assert result.summary == summary_line(3, 3, results={"pass": 1, "error": 2})
 
 
 def test_references_are_checked_without_any_policy(
@@ -526,7 +552,7 @@ def test_unreachable_registry_is_an_error_unless_offline(
 
     offline = run_check(capsys, *args, "--offline")
     assert offline.code == 0
-    assert offline.summary.endswith("1 reference checked")
+    assert offline.summary == summary_line(1, 1, results={"pass": 1})
 
 
 def test_rules_that_need_the_artifact_are_not_checked_offline(
@@ -551,10 +577,18 @@ def test_rules_that_need_the_artifact_are_not_checked_offline(
         "the reference was not resolved, so the artifact is unknown"
         for rule in ("artifacts.requiredLayers", "artifacts.licenses", "parents.requireDigest")
     ]
-    assert result.summary == (
-        "0 violations (0 enforce, 0 warn, 0 audit) in 1 object; 1 reference checked; "
-        "3 not checked (offline)"
+    assert result.summary == summary_line(
+        1, 1, results={"skip": 1}, rest="; 3 rules not checked (offline)"
     )
+    assert result.policy_lines == [
+        "policy ClusterModelKitPolicy/licensed: applied to 1 object (Deployment/llama in "
+        "default): 0 pass, 0 fail, 0 warn, 1 skip, 0 error"
+    ]
+    assert "--fail-on-skip makes that fail the check" in result.err
+
+    strict = check_offline(capsys, tmp_path, "--fail-on-skip")
+    assert strict.code == 1
+    assert strict.err == ""
 
 
 # ---------------------------------------------------------------------------------------
@@ -577,7 +611,15 @@ def test_json_output_schema(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 
     assert result.code == 1
     data = result.json()
-    assert set(data) == {"violations", "errors", "unchecked", "unresolvable", "summary"}
+    assert set(data) == {
+        "violations",
+        "errors",
+        "unchecked",
+        "references",
+        "policies",
+        "unresolvable",
+        "summary",
+    }
     (violation,) = data["violations"]
     assert set(violation) == VIOLATION_KEYS
     assert violation == {
@@ -610,19 +652,56 @@ def test_json_output_schema(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     (hidden,) = data["unresolvable"]
     assert (hidden["document"], hidden["object"]) == (3, "Pod from-configmap")
     assert hidden["message"].startswith("MODELKIT_REF is set with valueFrom")
+    references = data["references"]
+    assert all(set(r) == REFERENCE_KEYS for r in references)
+    assert [(r["name"], r["result"], r["message"]) for r in references] == [
+        ("llama", "fail", None),
+        ("local", "error", None),
+    ]
+    assert references[0]["policies"] == [
+        "ClusterModelKitPolicy/licensed",
+        "ClusterModelKitPolicy/no-latest",
+    ]
+    assert [(p["policy"], p["result"], p["message"]) for p in data["policies"]] == [
+        ("ClusterModelKitPolicy/licensed", "applied", None),
+        ("ClusterModelKitPolicy/no-latest", "applied", None),
+    ]
+    licensed, no_latest = data["policies"]
+    assert set(licensed) == POLICY_KEYS
+    assert (licensed["kind"], licensed["name"], licensed["namespace"]) == (
+        "ClusterModelKitPolicy",
+        "licensed",
+        None,
+    )
+    assert [set(o) for o in licensed["objects"]] == [OBJECT_KEYS, OBJECT_KEYS]
+    assert licensed["objects"][0] == {
+        "file": str(app),
+        "line": line_of(text, "llama:latest"),
+        "document": 1,
+        "kind": "Deployment",
+        "name": "llama",
+        "namespace": "ml",
+    }
+    # per policy: the licence rule was not checked offline (skip), the tag rule failed
+    assert licensed["results"] == {"pass": 0, "fail": 0, "warn": 0, "skip": 1, "error": 1}
+    assert no_latest["results"] == {"pass": 0, "fail": 1, "warn": 0, "skip": 0, "error": 1}
     assert set(data["summary"]) == SUMMARY_KEYS
     assert data["summary"] == {
+        "references": 2,
+        "objects": 2,
+        "results": {"pass": 0, "fail": 1, "warn": 0, "skip": 0, "error": 1},
         "violations": 1,
         "enforce": 1,
         "warn": 0,
         "audit": 0,
         "errors": 1,
         "unchecked": 1,
-        "objects": 2,
-        "references": 2,
-        "skipped": 0,
+        "unresolvable": 1,
+        "ignored": 0,
         "policies": 2,
+        "policiesSkipped": 0,
         "offline": True,
+        "failOnSkip": False,
         "exitCode": 1,
     }
 
@@ -709,15 +788,232 @@ def test_nothing_to_check_passes(tmp_path: Path, capsys: pytest.CaptureFixture[s
     result = run_check(capsys, "-f", cm)
 
     assert result.code == 0
-    assert (
-        result.out
-        == "0 violations (0 enforce, 0 warn, 0 audit) in 0 objects; 0 references checked\n"
-    )
+    assert result.out == summary_line(0, 0, policies=0) + "\n"
 
 
 def test_help_lists_the_check_flags(capsys: pytest.CaptureFixture[str]) -> None:
     result = run_check(capsys, "--help")
     assert result.code == 0
-    for flag in ("--policy", "--namespace", "--namespace-labels", "--offline", "--output", "-R"):
+    for flag in (
+        "--policy",
+        "--namespace",
+        "--namespace-labels",
+        "--offline",
+        "--fail-on-skip",
+        "--output",
+        "-R",
+    ):
         assert flag in result.out
     assert "Exit codes:" in result.out
+
+
+# ---------------------------------------------------------------------------------------
+# What was not judged: skips, per reference and per policy (nothing passes silently)
+
+PROD_ONLY = cluster_policy(
+    "prod-models",
+    {"namespaceSelector": {"matchLabels": {"env": "prod"}}, "tags": {"denied": ["latest"]}},
+)
+
+
+def test_a_policy_that_matched_no_namespace_is_a_skip_not_a_silent_pass(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The newcomer's false green: a cluster policy whose namespaceSelector needs a label,
+    three references using :latest, no --namespace-labels. Nothing was judged, and the
+    output says so, names the policy and the flag that would make it apply."""
+    text = stream(
+        deployment("llama", f"{REGISTRY}/ml/llama:latest"),
+        pod("eval", f"{REGISTRY}/ml/llama:latest", namespace="ml-prod"),
+        pod("batch", f"{REGISTRY}/ml/mistral:latest"),
+    )
+    app, _ = setup(tmp_path, text, PROD_ONLY)
+
+    result = check_offline(capsys, tmp_path)
+
+    assert result.code == 0  # a skip is not a failure without --fail-on-skip ...
+    assert result.summary == summary_line(3, 3, results={"skip": 3}, skipped_policies=1)
+    assert result.findings == [  # ... but every reference says it was not judged
+        f"{app}:{line_of(text, 'llama:latest')}: doc 1 Deployment/llama {DEPLOYMENT_POINTER}: "
+        "[skip] no policy applies in namespace default (labels "
+        "kubernetes.io/metadata.name=default)",
+        f"{app}:{line_of(text, 'llama:latest', 2)}: doc 2 Pod/eval {POD_POINTER}: "
+        "[skip] no policy applies in namespace ml-prod (labels "
+        "kubernetes.io/metadata.name=ml-prod)",
+        f"{app}:{line_of(text, 'mistral:latest')}: doc 3 Pod/batch {POD_POINTER}: "
+        "[skip] no policy applies in namespace default (labels "
+        "kubernetes.io/metadata.name=default)",
+    ]
+    assert result.policy_lines == [
+        "policy ClusterModelKitPolicy/prod-models: skipped: its namespaceSelector env=prod "
+        "matches none of the namespaces checked (default, ml-prod; without "
+        "--namespace-labels a namespace has only the label "
+        "kubernetes.io/metadata.name=<its name>); kitpin check cannot read namespace labels "
+        "from a cluster: assume them with --namespace-labels env=prod (every namespace) or "
+        "--namespace-labels default:env=prod (namespace default only)"
+    ]
+    assert result.err == (
+        "kitpin: warning: not everything was judged (3 references skipped, 1 policy applied "
+        "to nothing); --fail-on-skip makes that fail the check\n"
+    )
+
+    strict = check_offline(capsys, tmp_path, "--fail-on-skip")
+    assert strict.code == 1
+    assert strict.lines == result.lines
+
+    data = check_offline(capsys, tmp_path, "--fail-on-skip", "-o", "json").json()
+    assert [(r["name"], r["result"], r["policies"]) for r in data["references"]] == [
+        ("llama", "skip", []),
+        ("eval", "skip", []),
+        ("batch", "skip", []),
+    ]
+    assert data["references"][1]["message"] == (
+        "no policy applies in namespace ml-prod (labels kubernetes.io/metadata.name=ml-prod)"
+    )
+    (skipped,) = data["policies"]
+    assert (skipped["result"], skipped["objects"]) == ("skipped", [])
+    assert skipped["results"] == {"pass": 0, "fail": 0, "warn": 0, "skip": 0, "error": 0}
+    assert "--namespace-labels env=prod" in skipped["message"]
+    summary = data["summary"]
+    assert summary["results"]["skip"] == 3 and summary["policiesSkipped"] == 1
+    assert (summary["failOnSkip"], summary["exitCode"]) == (True, 1)
+
+    # the hint, followed for one namespace: that object is judged (and fails), the rest skip
+    labelled = check_offline(capsys, tmp_path, "--namespace-labels", "ml-prod:env=prod")
+    assert labelled.code == 1
+    assert labelled.summary == summary_line(
+        3, 3, results={"fail": 1, "skip": 2}, violations=(1, 0, 0)
+    )
+    assert labelled.policy_lines == [
+        "policy ClusterModelKitPolicy/prod-models: applied to 1 object (Pod/eval in "
+        "ml-prod): 0 pass, 1 fail, 0 warn, 0 skip, 0 error"
+    ]
+
+
+def test_the_skip_hint_shows_the_labels_assumed_and_selector_expressions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    by_expression = cluster_policy(
+        "gpu",
+        {
+            "namespaceSelector": {
+                "matchExpressions": [{"key": "tier", "operator": "In", "values": ["gpu"]}]
+            },
+            "tags": {"denied": ["latest"]},
+        },
+    )
+    setup(tmp_path, pod("p", f"{REGISTRY}/ml/llama:v1", namespace="ml"), by_expression)
+
+    result = check_offline(capsys, tmp_path, "--namespace-labels", "team=ml")
+
+    (line,) = result.policy_lines
+    assert line == (
+        "policy ClusterModelKitPolicy/gpu: skipped: its namespaceSelector tier in (gpu) "
+        "matches none of the namespaces checked (ml: kubernetes.io/metadata.name=ml,team=ml); "
+        "kitpin check cannot read namespace labels from a cluster: assume them with "
+        "--namespace-labels [NS:]KEY=VALUE,... giving labels the selector matches "
+        "(e.g. --namespace-labels ml:KEY=VALUE)"
+    )
+
+
+def test_a_modelkit_policy_for_another_namespace_is_skipped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    team = namespaced_policy("no-dev", {"tags": {"denied": ["dev"]}}, namespace="team")
+    setup(tmp_path, stream(pod("a", f"{REGISTRY}/ml/llama:dev", namespace="ml")), NO_LATEST, team)
+
+    result = check_offline(capsys, tmp_path, "-o", "json")
+
+    assert result.code == 0
+    assert [(p["policy"], p["result"]) for p in rows(result, "policies")] == [
+        ("ClusterModelKitPolicy/no-latest", "applied"),
+        ("ModelKitPolicy/no-dev", "skipped"),
+    ]
+    assert rows(result, "policies")[1]["message"] == (
+        "it applies in namespace team only, and none of the objects checked is there "
+        "(checked: ml; an object is checked in its metadata.namespace, else --namespace)"
+    )
+    # the reference itself was judged by the cluster policy: a pass
+    assert [r["result"] for r in rows(result, "references")] == ["pass"]
+    assert check_offline(capsys, tmp_path, "--fail-on-skip").code == 1  # a policy skipped
+
+
+def test_results_per_reference(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """pass: every rule checked and holds; warn: warn or audit violations only; skip: a rule
+    could not be checked (its warn violation is still reported); fail; error."""
+    policies = [
+        cluster_policy("warn-dev", {"mode": "warn", "tags": {"denied": ["dev"]}}),
+        cluster_policy("audit-nightly", {"mode": "audit", "tags": {"denied": ["nightly"]}}),
+        NO_LATEST,
+        namespaced_policy(
+            "licensed", {"artifacts": {"licenses": {"allowed": ["MIT"]}}}, namespace="lic"
+        ),
+    ]
+    text = stream(
+        pod("good", f"{REGISTRY}/ml/llama:v1"),
+        pod("dev", f"{REGISTRY}/ml/llama:dev"),
+        pod("nightly", f"{REGISTRY}/ml/llama:nightly"),
+        pod("latest", f"{REGISTRY}/ml/llama:latest"),
+        pod("invalid", f"{REGISTRY}/ml/Llama:v1"),
+        pod("dev-unlicensed", f"{REGISTRY}/ml/llama:dev", namespace="lic"),
+    )
+    setup(tmp_path, text, *policies)
+
+    result = check_offline(capsys, tmp_path, "-o", "json")
+
+    assert [(r["name"], r["result"]) for r in rows(result, "references")] == [
+        ("good", "pass"),
+        ("dev", "warn"),
+        ("nightly", "warn"),
+        ("latest", "fail"),
+        ("invalid", "error"),
+        ("dev-unlicensed", "skip"),
+    ]
+    assert rows(result, "references")[5]["message"] == (
+        "not checked (offline): ModelKitPolicy/licensed artifacts.licenses"
+    )
+    assert result.json()["summary"]["results"] == {
+        "pass": 1,
+        "fail": 1,
+        "warn": 2,
+        "skip": 1,
+        "error": 1,
+    }
+    tallies = {p["policy"]: p["results"] for p in rows(result, "policies")}
+    # per policy, only its own rules count: latest passes warn-dev (no-latest fails it)
+    assert tallies["ClusterModelKitPolicy/warn-dev"] == {
+        "pass": 3,
+        "fail": 0,
+        "warn": 2,
+        "skip": 0,
+        "error": 1,
+    }
+    assert tallies["ClusterModelKitPolicy/no-latest"]["fail"] == 1
+    assert tallies["ModelKitPolicy/licensed"] == {
+        "pass": 0,
+        "fail": 0,
+        "warn": 0,
+        "skip": 1,
+        "error": 0,
+    }
+
+
+def test_fail_on_skip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    app, _ = setup(tmp_path, pod("p", f"{REGISTRY}/ml/llama:v1"), NO_LATEST)
+
+    judged = check_offline(capsys, tmp_path, "--fail-on-skip")
+    assert judged.code == 0, judged  # every reference judged, every policy applied
+    assert judged.err == ""
+
+    without_policy = run_check(capsys, "-f", app, "--offline", "--fail-on-skip")
+    assert without_policy.code == 1
+    assert without_policy.summary == summary_line(1, 1, results={"skip": 1}, policies=0)
+    assert without_policy.findings == []  # no per-reference lines without --policy
+    assert run_check(capsys, "-f", app, "--offline").code == 0
+
+    app.write_text(stream(pod("p", f"{REGISTRY}/ml/llama:v1"), value_from_pod("hidden")))
+    unseen = check_offline(capsys, tmp_path, "--fail-on-skip")
+    assert unseen.code == 1  # a reference kitpin cannot see was not judged either
+    assert unseen.summary == summary_line(
+        1, 1, results={"pass": 1}, rest="; 1 reference kitpin cannot see"
+    )

@@ -104,15 +104,21 @@ def test_licenses_are_read_from_the_kitfile(online: Online) -> None:
     result = online.check(text, licensed)
 
     assert result.code == 1, result
-    assert found(result) == [
-        ("restricted", "artifacts.licenses", "LicenseNotAllowed"),
-        ("restricted", "artifacts.licenses", "LicenseNotAllowed"),
-    ]
-    messages = [v["message"] for v in rows(result, "violations")]
-    assert "'CC-BY-NC-4.0' (Kitfile package.license)" in messages[0]
-    assert "'CC-BY-NC-4.0' (Kitfile model.license)" in messages[1]
+    # one ModelKit, one rule: one violation, naming both places the license was found
+    assert found(result) == [("restricted", "artifacts.licenses", "LicenseNotAllowed")]
+    (violation,) = rows(result, "violations")
+    assert (
+        "declares the license 'CC-BY-NC-4.0' (Kitfile package.license and model.license), "
+        "which is not approved"
+    ) in violation["message"]
     assert rows(result, "errors") == []
     assert rows(result, "unchecked") == []
+    # online, every rule was checked: nothing skipped
+    assert [(r["name"], r["result"]) for r in rows(result, "references")] == [
+        ("llama", "pass"),
+        ("llama-canary", "pass"),
+        ("restricted", "fail"),
+    ]
     # one manifest request and one Kitfile read per distinct reference
     online.registry.wait_for_requests("GET", f"/v2/{online.repo}/llama{BLOB}", at_least=1)
     assert online.gets("llama/manifests/v1") == 1
@@ -261,7 +267,7 @@ def test_the_registry_is_asked_only_when_needed(online: Online) -> None:
     assert result.code == 1
     assert [(e["name"], e["reason"]) for e in rows(result, "errors")] == [("volume", "NotFound")]
 
-    # --offline asks nothing at all
+    # --offline asks nothing at all; what it could not check is a skip
     app = online.tmp_path / "offline.yaml"
     app.write_text(deployment("offline", online.ref("offline-only")))
     policies = online.tmp_path / "policies.yaml"
@@ -270,7 +276,12 @@ def test_the_registry_is_asked_only_when_needed(online: Online) -> None:
     assert offline.lines[0].endswith(
         "not checked (offline): the reference was not resolved, so the artifact is unknown"
     )
+    assert "0 pass, 0 fail, 0 warn, 1 skip, 0 error" in offline.summary
     assert online.gets("offline-only/.*") == 0
+    strict = run_check(
+        online.capsys, "-f", app, "--policy", policies, "--offline", "--fail-on-skip"
+    )
+    assert strict.code == 1
 
 
 def test_console_script_exit_code_for_ci(online: Online) -> None:
@@ -294,9 +305,30 @@ def test_console_script_exit_code_for_ci(online: Online) -> None:
     lines = done.stdout.splitlines()
     # one reference: its violations in policy order (cluster policies by name)
     assert "[warn] ClusterModelKitPolicy/licensed rule artifacts.licenses" in lines[0]
-    assert "declares the license 'MIT' (Kitfile package.license)" in lines[0]
-    assert "declares the license 'MIT' (Kitfile model.license)" in lines[1]
-    assert "[enforce] ClusterModelKitPolicy/no-latest rule tags.denied" in lines[2]
-    assert lines[-1] == (
-        "3 violations (1 enforce, 2 warn, 0 audit) in 1 object; 1 reference checked"
+    assert "declares the license 'MIT' (Kitfile package.license and model.license)" in lines[0]
+    assert "[enforce] ClusterModelKitPolicy/no-latest rule tags.denied" in lines[1]
+    assert lines[2:] == [
+        "policy ClusterModelKitPolicy/licensed: applied to 1 object (Deployment/llama in ml): "
+        "0 pass, 0 fail, 1 warn, 0 skip, 0 error",
+        "policy ClusterModelKitPolicy/no-latest: applied to 1 object (Deployment/llama in ml): "
+        "0 pass, 1 fail, 0 warn, 0 skip, 0 error",
+        "1 reference in 1 object: 0 pass, 1 fail, 0 warn, 0 skip, 0 error; 2 violations "
+        "(1 enforce, 1 warn, 0 audit); 2 policies",
+    ]
+
+    # --fail-on-skip with a policy that needs a namespace label nobody gave: exit 1 even
+    # where every reference passes
+    (k8s / "llama.yaml").write_text(deployment("llama", online.ref("llama", "latest")))
+    gpu = write_yaml(
+        online.tmp_path / "policies" / "gpu.yaml",
+        cluster_policy(
+            "gpu",
+            {"namespaceSelector": {"matchLabels": {"tier": "gpu"}}, "tags": {"denied": ["x"]}},
+        ),
     )
+    args = ("check", "-f", k8s, "--policy", gpu, "--plain-http")
+    assert run_kitpin(*args).returncode == 0
+    skipped = run_kitpin(*args, "--fail-on-skip")
+    assert skipped.returncode == 1, skipped.stderr
+    assert "policy ClusterModelKitPolicy/gpu: skipped: " in skipped.stdout
+    assert run_kitpin(*args, "--fail-on-skip", "--namespace-labels", "tier=gpu").returncode == 0
