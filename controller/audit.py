@@ -1,7 +1,9 @@
 """The policy audit trail: violation counters in policy status, Events, metrics.
 
 Admission handlers call :meth:`AuditRecorder.record`, which only queues the violations in
-memory and counts the metric: no API call on the admission path. A background task
+memory and counts the metric, and :meth:`AuditRecorder.notice` for a Warning Event that is
+not a policy violation (an object admitted unpinned or unverified under ``failure: warn``):
+no API call on the admission path. A background task
 (:meth:`AuditRecorder.run`) flushes the queue every ``interval`` seconds:
 
 - per policy, one merge patch of ``status`` (``violations``, ``violationsByRule``,
@@ -10,7 +12,12 @@ memory and counts the metric: no API call on the admission path. A background ta
   answers 409 Conflict and the violations stay queued for the next flush, by which time the
   watch has delivered the newer status: no increment is lost or counted twice;
 - one ``Warning`` Event per warn/audit violation on the offending object (enforce violations
-  were denied: the object does not exist, the denial message told the user).
+  were denied: the object does not exist, the denial message told the user), and one per
+  notice, through the same path (the same Event shape, the same object reference).
+
+Every violation is counted in status and metrics, whatever its mode (enforce denials
+included: ``status.violations`` is "Violations counted (all modes)" in the CRD); the
+entries of ``recentViolations`` carry their mode.
 
 The last known status of each policy comes from the kopf watch (:meth:`observe`) and from
 each patch response, so the recorder never needs to read policies itself.
@@ -61,6 +68,8 @@ class _Pending:
     namespace: str
     involved: Mapping[str, str]
     when: datetime
+    notices: tuple[tuple[str, str], ...] = ()
+    """(reason, message) of each Event that is not a policy violation."""
 
 
 class AuditRecorder:
@@ -111,15 +120,32 @@ class AuditRecorder:
         """Queue ``violations`` found in ``obj``; cheap, no I/O."""
         if not violations:
             return
-        meta = obj.get("metadata") or {}
-        kind = str(obj.get("kind") or "")
-        name = str(meta.get("name") or meta.get("generateName") or "")
         if self._metrics is not None:
             for v in violations:
                 self._metrics.count_policy_violation(_metric_label(v.policy), v.rule, v.mode)
+        self._queue(obj, namespace, violations=tuple(violations))
+
+    def notice(self, *, obj: Mapping[str, Any], namespace: str, reason: str, message: str) -> None:
+        """Queue a Warning Event on ``obj`` that is not a policy violation (``reason`` a
+        named outcome, e.g. ``AdmittedUnpinned``); written like violations' Events. Cheap,
+        no I/O."""
+        self._queue(obj, namespace, notices=((reason, message),))
+
+    def _queue(
+        self,
+        obj: Mapping[str, Any],
+        namespace: str,
+        *,
+        violations: tuple[policy.Violation, ...] = (),
+        notices: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        meta = obj.get("metadata") or {}
+        kind = str(obj.get("kind") or "")
+        name = str(meta.get("name") or meta.get("generateName") or "")
         self._pending.append(
             _Pending(
-                violations=tuple(violations),
+                violations=violations,
+                notices=notices,
                 object_ref=f"{kind}/{name}",
                 namespace=namespace,
                 involved={
@@ -203,23 +229,24 @@ class AuditRecorder:
         for item in pending:
             if not item.involved:
                 continue
-            for v in item.violations:
-                if v.mode == "enforce":
-                    continue
+            events = [(v.reason, v.message) for v in item.violations if v.mode != "enforce"]
+            for reason, message in [*events, *item.notices]:
                 try:
-                    await self._sink.create_event(item.namespace, self._event(item, v))
+                    await self._sink.create_event(
+                        item.namespace, self._event(item, reason, message)
+                    )
                 except Exception as e:
                     logger.warning("cannot create an Event for %s: %s", item.object_ref, e)
 
-    def _event(self, item: _Pending, v: policy.Violation) -> dict[str, Any]:
+    def _event(self, item: _Pending, reason: str, message: str) -> dict[str, Any]:
         stamp = item.when.strftime("%Y-%m-%dT%H:%M:%SZ")
         return {
             "apiVersion": "v1",
             "kind": "Event",
             "metadata": {"generateName": "kitpin-", "namespace": item.namespace},
             "involvedObject": {k: val for k, val in item.involved.items() if val},
-            "reason": v.reason,
-            "message": v.message[:EVENT_MESSAGE_LIMIT],
+            "reason": reason,
+            "message": message[:EVENT_MESSAGE_LIMIT],
             "type": "Warning",
             "source": {"component": "kitpin"},
             "reportingComponent": "kitpin.dev/kitpin",

@@ -31,8 +31,11 @@ judges.
 Tag records (:class:`TagRecorder`, the ModelKitTag writer, optional): every successful
 resolution of a reference written without a digest is observed (with the admitted object's
 owner-level workload), and so is every digest kept by rule 4; never for a dry run. The
-recorder is synchronous, does no I/O and constant work per call (a cached review queues
-nothing); it is also where ``tags.immutable`` reads a tag's first-seen digest.
+recorder is synchronous, does no I/O and constant work per call; a cached review (the tag at
+its recorded digest, the workload known) writes nothing and costs one memo lookup
+(:class:`controller.tags.writer.TagWriter`: records on vs off within 5% CPU per warm review,
+bench/README.md). The policies in force are looked up once per review, and only when there
+are policies. The recorder is also where ``tags.immutable`` reads a tag's first-seen digest.
 """
 
 from __future__ import annotations
@@ -57,6 +60,8 @@ __all__ = [
     "PINNED_ANNOTATION",
     "TEMPLATE_KINDS",
     "UNPINNED_ANNOTATION",
+    "UNPINNED_WARNING",
+    "UNVERIFIED_WARNING",
     "AdmissionMode",
     "AdmissionSettings",
     "Credentials",
@@ -79,6 +84,11 @@ FailureMode = Literal["deny", "warn"]
 
 IGNORE_LABEL: Final = "kitpin.dev/ignore"
 
+UNPINNED_WARNING: Final = "admitted unpinned (failure mode warn): "
+"""How the warning of each site admitted unpinned (``failure: warn``) begins."""
+UNVERIFIED_WARNING: Final = "not verified (failure mode warn): "
+"""How the warning of each reference validation could not verify (``failure: warn``) begins."""
+
 # Workload kinds whose pod template is left alone when they have a controller owner.
 TEMPLATE_KINDS: Final = frozenset(
     {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob"}
@@ -86,20 +96,29 @@ TEMPLATE_KINDS: Final = frozenset(
 
 
 class Reason:
-    """Named outcomes (k8s-digester style): used in logs, metrics and denial messages."""
+    """Named outcomes (k8s-digester style): one code per outcome, the same in logs, the
+    admission metrics' ``outcome`` label, Events and denial messages (a denial's text names
+    its reason, e.g. ``...: LocalReference: ...``). The README's troubleshooting tables list
+    every one (a test compares them). Denials for registry failures carry the error's own
+    reason (:mod:`controller.errors`), policy outcomes ``policy.Reason``'s verdict reasons."""
 
     PINNED: Final = "Pinned"
     KEPT: Final = "KeptFromOldObject"
     NOTHING_TO_DO: Final = "NoModelKitReferences"
+    VERIFIED: Final = "Verified"
+    """validation: every reference is valid and (where needed) resolved; no policy applies."""
     OWNED: Final = "TemplateOwnedByController"
     PODS_ONLY: Final = "PodsOnlyMode"
     VALIDATE_ONLY: Final = "ValidateOnlyMode"
     IGNORED_NAMESPACE: Final = "IgnoredNamespace"
-    INVALID_REFERENCE: Final = "InvalidReference"
+    INVALID_REFERENCE: Final = errors.ReferenceError.reason
+    LOCAL_REFERENCE: Final = errors.LocalReferenceError.reason
+    """A kit-grammar reference without a registry host: kit's local storage."""
     NOT_A_MODELKIT: Final = "NotAModelKit"
-    UNRESOLVABLE_VALUE: Final = "UnresolvableValue"
     ADMITTED_UNPINNED: Final = "AdmittedUnpinned"
     """failure: warn, and no reference could be resolved."""
+    ADMITTED_UNVERIFIED: Final = "AdmittedUnverified"
+    """failure: warn, and validation could not verify a reference (the registry failed)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -259,7 +278,8 @@ class TagRecorder(Protocol):
         immutable: bool = False,
     ) -> bool:
         """``obj`` (its owner-level workload) was pinned to ``resolution``'s digest;
-        ``immutable``: the tag is under a ``tags.immutable`` rule. True when queued."""
+        ``immutable``: the tag is under a ``tags.immutable`` rule. True when queued. Called
+        for every resolution of every review: a cached review must cost next to nothing."""
         ...
 
     def observe_kept(
@@ -385,6 +405,7 @@ class Engine:
                 review.namespace, to_resolve, _pod_spec(review.obj), deadline_at
             )
             results = await self._resolve_all(to_resolve, creds, deadline_at)
+            immutable_rules = self._immutable_rules(review)
             for found, result in zip(to_resolve, results, strict=True):
                 if isinstance(result, errors.RegistryError):
                     failures.append((found, result))
@@ -393,7 +414,7 @@ class Engine:
                 records[found.site.path] = pins.record(
                     found.site.value, result.digest, result.resolved_at
                 )
-                self._observe(review, result)
+                self._observe(review, result, immutable_rules)
                 if result.stale:
                     warnings.append(
                         f"{found.site.where}: the registry could not be reached "
@@ -418,7 +439,7 @@ class Engine:
                     ),
                     warnings=tuple(warnings),
                 )
-            warnings.extend(f"admitted unpinned (failure mode warn): {m}" for m in messages)
+            warnings.extend(f"{UNPINNED_WARNING}{m}" for m in messages)
             annotations[UNPINNED_ANNOTATION] = json.dumps(
                 {f.site.path: {"from": f.site.value, "reason": e.reason} for f, e in failures},
                 sort_keys=True,
@@ -452,18 +473,20 @@ class Engine:
         findings = sites.find(review.obj, self.settings.sites)
         warnings = [_unresolvable_warning(u) for u in findings.unresolvable]
         problems: list[str] = []
+        reasons: list[str] = []
         found: list[Found] = []
         for site in findings.sites:
             try:
                 found.append(
                     Found(site=site, ref=refs.parse(site.reference_text, grammar=site.grammar))
                 )
-            except errors.ReferenceError as e:
-                problems.append(f"{site.where}: {e}")
+            except errors.ReferenceError as e:  # InvalidReference or LocalReference
+                reasons.append(e.reason)
+                problems.append(f"{site.where}: {e.reason}: {e}")
         if problems:
             return Decision(
-                reason=Reason.INVALID_REFERENCE,
-                denial=Denial(reason=Reason.INVALID_REFERENCE, message="; ".join(problems)),
+                reason=reasons[0],
+                denial=Denial(reason=reasons[0], message="; ".join(problems)),
                 warnings=tuple(warnings),
             )
         if not found:
@@ -482,19 +505,22 @@ class Engine:
         )
         results = await self._resolve_all(checked, creds, deadline_at)
         resolved: dict[str, Resolution] = {}
-        failures: list[str] = []
+        failures: list[tuple[str, str]] = []  # (reason, message) of each registry failure
         for f, result in zip(checked, results, strict=True):
             if isinstance(result, errors.RegistryError):
                 failures.append(
-                    f"{f.site.where}: cannot check '{f.site.value}': {result.reason}: {result}"
+                    (
+                        result.reason,
+                        f"{f.site.where}: cannot check '{f.site.value}': {result.reason}: {result}",
+                    )
                 )
                 continue
             resolved[f.site.path] = result
             if f.ref.digest is None:  # not pinned by kitpin (validate-only, pods-only, ...)
-                self._observe(review, result)
+                self._observe(review, result, applicable)
             problem = not_a_modelkit_message(f.site, result)
             if problem is not None:
-                problems.append(f"{f.site.where}: {problem}")
+                problems.append(f"{f.site.where}: {Reason.NOT_A_MODELKIT}: {problem}")
         if problems:
             return Decision(
                 reason=Reason.NOT_A_MODELKIT,
@@ -503,7 +529,7 @@ class Engine:
             )
 
         violations: tuple[policy.Violation, ...] = ()
-        reason = Reason.NOTHING_TO_DO
+        reason = Reason.VERIFIED
         if applicable:
             configs = await self._configs(found, resolved, applicable, creds, deadline_at, failures)
             verdict = policy.evaluate(
@@ -523,8 +549,7 @@ class Engine:
                 ),
             )
             violations = verdict.violations
-            if violations:
-                reason = verdict.reason
+            reason = verdict.reason
             if verdict.denials:
                 return Decision(
                     reason=verdict.reason,
@@ -537,14 +562,16 @@ class Engine:
                 warnings.extend(u.message for u in verdict.unchecked)
 
         if failures:
+            messages = "; ".join(m for _, m in failures)
             if self.settings.failure == "deny":
                 return Decision(
-                    reason=errors.RegistryError.reason,
-                    denial=Denial(reason=errors.RegistryError.reason, message="; ".join(failures)),
+                    reason=failures[0][0],
+                    denial=Denial(reason=failures[0][0], message=messages),
                     warnings=tuple(warnings),
                     violations=violations,
                 )
-            warnings.extend(f"not verified (failure mode warn): {m}" for m in failures)
+            warnings.extend(f"{UNVERIFIED_WARNING}{m}" for _, m in failures)
+            reason = Reason.ADMITTED_UNVERIFIED
         return Decision(reason=reason, warnings=tuple(warnings), violations=violations)
 
     async def _configs(
@@ -554,7 +581,7 @@ class Engine:
         applicable: Sequence[policy.Policy],
         creds: _Creds,
         deadline_at: float,
-        failures: list[str],
+        failures: list[tuple[str, str]],
     ) -> dict[str, Mapping[str, Any]]:
         """The config blob (the Kitfile) of each resolved reference a rule needs it for
         (:func:`policy.needs_config`), by site; what cannot be read goes into ``failures``."""
@@ -571,30 +598,46 @@ class Engine:
                         f.ref, resolution.manifest, credential=_credential_for(creds, f.ref)
                     )
             except TimeoutError:
+                timeout = errors.RegistryTimeoutError.reason
                 failures.append(
-                    f"{f.site.where}: reading the Kitfile of '{f.site.value}' took longer than "
-                    f"the {self.settings.deadline:g}s deadline"
+                    (
+                        timeout,
+                        f"{f.site.where}: cannot read the Kitfile of '{f.site.value}': "
+                        f"{timeout}: it took longer than the {self.settings.deadline:g}s "
+                        "deadline",
+                    )
                 )
             except errors.RegistryError as e:
                 failures.append(
-                    f"{f.site.where}: cannot read the Kitfile of '{f.site.value}': {e.reason}: {e}"
+                    (
+                        e.reason,
+                        f"{f.site.where}: cannot read the Kitfile of '{f.site.value}': "
+                        f"{e.reason}: {e}",
+                    )
                 )
         return configs
 
     # --- tag records ---------------------------------------------------------------------
 
-    def _observe(self, review: Review, resolution: Resolution) -> None:
-        """Tell the tag records what a review resolved (never for a dry run)."""
+    def _immutable_rules(self, review: Review) -> Sequence[policy.Policy]:
+        """The policies in force for ``review`` that may hold a ``tags.immutable`` rule,
+        looked up once per review and only when the records will be told (a review without
+        policies, the benchmark's and most clusters' cached case, pays nothing)."""
+        if self.tags is None or review.dry_run or not review.policies:
+            return ()
+        return policy.matching(
+            review.policies, namespace=review.namespace, namespace_labels=review.namespace_labels
+        )
+
+    def _observe(
+        self, review: Review, resolution: Resolution, applicable: Sequence[policy.Policy]
+    ) -> None:
+        """Tell the tag records what a review resolved (never for a dry run); ``applicable``:
+        the policies in force (:meth:`_immutable_rules`), for ``tags.immutable``. Constant
+        work: a cached review is answered by the recorder's memo."""
         if self.tags is None or review.dry_run:
             return
-        immutable = bool(review.policies) and policy.immutable_tag(
-            policy.matching(
-                review.policies,
-                namespace=review.namespace,
-                namespace_labels=review.namespace_labels,
-            ),
-            resolution.reference,
-        )
+        immutable = bool(applicable) and policy.immutable_tag(applicable, resolution.reference)
         self.tags.observe_admission(
             resolution, obj=review.obj, namespace=review.namespace, immutable=immutable
         )

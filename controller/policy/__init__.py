@@ -10,7 +10,7 @@ Callers import the package and call through it (``from controller import policy`
     ``model``       the values: :class:`Policy` and its rule blocks, :class:`Glob`,
                     :class:`LabelSelector`, :class:`Evidence`, :class:`Violation`,
                     :class:`Unchecked`, :class:`Verdict`, :class:`Rule`, :class:`Reason`,
-                    the CRD's names and limits
+                    :func:`policy_order`, the CRD's names and limits
     ``kitfile``     reading a Kitfile: :func:`kitfile_of`, :func:`parent_references`,
                     :func:`declared_licenses`, license matching
     ``parse``       :func:`parse_policy`, :func:`parse_policies` (the parser)
@@ -146,6 +146,7 @@ from controller.policy.model import (
     Unchecked,
     Verdict,
     Violation,
+    policy_order,
 )
 from controller.policy.parse import parse_policies, parse_policy
 from controller.policy.status import accepted_status, record_violations, rejected_status
@@ -207,6 +208,7 @@ __all__ = [
     "parent_references",
     "parse_policies",
     "parse_policy",
+    "policy_order",
     "record_violations",
     "rejected_status",
 ]

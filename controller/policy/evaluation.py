@@ -114,7 +114,9 @@ def evaluate(
     """Evaluate every policy that applies in ``namespace`` against every reference.
 
     Pure and total: never raises for any evidence. Violations come in evidence (document)
-    order, then policy order (cluster policies by name, then the namespace's by name).
+    order, then policy order (cluster policies by name, then the namespace's by name); a
+    rule breaks at most once per reference (one violation per ModelKit and rule, naming
+    every place of the Kitfile it found the problem in).
     Rules whose data is absent are returned as :class:`Unchecked`; rules that do not apply
     to a reference (artifact rules for an artifact that is not a model, e.g. a container
     image in an image volume) are skipped. See :class:`Verdict` for the outcome.
@@ -394,41 +396,95 @@ class _Check:
                 )
             return
         approved = frozenset(a.casefold() for a in rules.allowed)
+        # One violation per ModelKit: a license declared in several places (package.license
+        # and model.license, say) is one problem, named with every place it was found.
+        refused: dict[str, tuple[str, list[str]]] = {}
         for name, text in declared:
             if not license_approved(text, approved):
-                self.violation(
-                    Rule.ARTIFACTS_LICENSES,
-                    Reason.LICENSE_NOT_ALLOWED,
-                    f"declares the license {text!r} ({source} {name}), which is not approved "
-                    f"in namespace {self.namespace} (approved: {approved_list})",
-                    "use a ModelKit under an approved license, or ask the platform team to "
-                    f"approve it in {self.policy.display}",
-                )
+                key = text.strip().casefold()
+                refused.setdefault(key, (text.strip(), []))[1].append(name)
+        if not refused:
+            return
+        found = [f"{text!r} ({source} {_and(names)})" for text, names in refused.values()]
+        if len(found) == 1:
+            what = f"the license {found[0]}, which is"
+        else:
+            what = f"the licenses {_and(found)}, which are"
+        self.violation(
+            Rule.ARTIFACTS_LICENSES,
+            Reason.LICENSE_NOT_ALLOWED,
+            f"declares {what} not approved in namespace {self.namespace} "
+            f"(approved: {approved_list})",
+            "use a ModelKit under an approved license, or ask the platform team to "
+            f"approve it in {self.policy.display}",
+        )
 
     def parents(self, parents: Sequence[ParentReference]) -> None:
-        for parent in parents:
-            if parent.reference is None:
-                self.violation(
-                    Rule.PARENTS_REQUIRE_DIGEST,
-                    Reason.PARENT_LOCAL,
-                    f"names the parent ModelKit {parent.text!r} (Kitfile {parent.field}) "
-                    "without a registry host, so kit would read it from its local storage, "
-                    "which a Pod does not have",
-                    f"repack the ModelKit with {parent.field} naming the registry and a "
-                    "digest ('registry/repository:tag@sha256:...')",
-                )
-            elif parent.reference.digest is None:
-                ref = parent.reference
-                self.violation(
-                    Rule.PARENTS_REQUIRE_DIGEST,
-                    Reason.PARENT_NOT_PINNED,
-                    f"takes content from the parent ModelKit {parent.text!r} (Kitfile "
-                    f"{parent.field}) by tag: `kit unpack` pulls that tag even though this "
-                    "ModelKit is pinned, so its content can change underneath (KitOps #899)",
-                    f"repack the ModelKit with {parent.field}: "
-                    f"'{ref.name}:{ref.tag}@sha256:<digest>' (`kitpin resolve "
-                    f"'{parent.text}'` prints the digest)",
-                )
+        """One violation per ModelKit, naming every parent that is not pinned by digest."""
+        unpinned = [p for p in parents if p.reference is None or p.reference.digest is None]
+        if not unpinned:
+            return
+        if len(unpinned) == 1:
+            self.parent(unpinned[0])
+            return
+        local = any(p.reference is None for p in unpinned)
+        named = [
+            f"{p.text!r} (Kitfile {p.field}) "
+            + (
+                "without a registry host (kit's local storage, which a Pod does not have)"
+                if p.reference is None
+                else "by tag"
+            )
+            for p in unpinned
+        ]
+        fixes = [
+            f"{p.field}: "
+            + (
+                "'registry/repository:tag@sha256:...'"
+                if p.reference is None
+                else f"'{p.reference.name}:{p.reference.tag}@sha256:<digest>'"
+            )
+            for p in unpinned
+        ]
+        self.violation(
+            Rule.PARENTS_REQUIRE_DIGEST,
+            Reason.PARENT_LOCAL if local else Reason.PARENT_NOT_PINNED,
+            f"takes content from {len(unpinned)} parent ModelKits that are not pinned by "
+            f"digest: {_and(named)}; `kit unpack` pulls them even though this ModelKit is "
+            "pinned, so their content can change underneath (KitOps #899)",
+            f"repack the ModelKit with {_and(fixes)} (`kitpin resolve REF` prints a tag's digest)",
+        )
+
+    def parent(self, parent: ParentReference) -> None:
+        if parent.reference is None:
+            self.violation(
+                Rule.PARENTS_REQUIRE_DIGEST,
+                Reason.PARENT_LOCAL,
+                f"names the parent ModelKit {parent.text!r} (Kitfile {parent.field}) "
+                "without a registry host, so kit would read it from its local storage, "
+                "which a Pod does not have",
+                f"repack the ModelKit with {parent.field} naming the registry and a "
+                "digest ('registry/repository:tag@sha256:...')",
+            )
+            return
+        ref = parent.reference
+        self.violation(
+            Rule.PARENTS_REQUIRE_DIGEST,
+            Reason.PARENT_NOT_PINNED,
+            f"takes content from the parent ModelKit {parent.text!r} (Kitfile "
+            f"{parent.field}) by tag: `kit unpack` pulls that tag even though this "
+            "ModelKit is pinned, so its content can change underneath (KitOps #899)",
+            f"repack the ModelKit with {parent.field}: "
+            f"'{ref.name}:{ref.tag}@sha256:<digest>' (`kitpin resolve "
+            f"'{parent.text}'` prints the digest)",
+        )
+
+
+def _and(items: Sequence[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    if len(items) <= 1:
+        return "".join(items)
+    return f"{', '.join(items[:-1])} and {items[-1]}"
 
 
 def _immutable_problem(

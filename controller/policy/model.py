@@ -387,7 +387,9 @@ class Evidence:
 
 @dataclass(frozen=True, kw_only=True)
 class Violation:
-    """One rule of one policy broken by one reference."""
+    """One rule of one policy broken by one reference: at most one per rule and reference
+    (a license declared in several places of one Kitfile, or several parents by tag, are
+    one violation whose message names every place)."""
 
     policy: PolicyRef
     rule: str
@@ -468,10 +470,13 @@ class Verdict:
         return self.of_mode("audit")
 
     def denial_message(self) -> str:
-        """The admission denial text (empty when nothing is enforced)."""
+        """The admission denial text (empty when nothing is enforced). It names its reason
+        (``PolicyDenied``), the admission metrics' ``outcome`` label for it."""
         if not self.denials:
             return ""
-        return "denied by ModelKit policy: " + "; ".join(v.message for v in self.denials)
+        return f"denied by ModelKit policy ({Reason.DENIED}): " + "; ".join(
+            v.message for v in self.denials
+        )
 
     def warning_messages(self) -> tuple[str, ...]:
         """Admission warnings for ``warn`` violations (``audit`` ones are silent)."""

@@ -104,7 +104,13 @@ def record_violations(
     """The ``status`` fields to merge after one object violated one policy: ``violations``
     (total) and ``violationsByRule`` incremented, ``recentViolations`` with the new entries
     first, trimmed to ``keep``. ``object_ref`` is ``Kind/name`` of the offending object.
-    Pass the violations of ONE policy (:meth:`Verdict.by_policy`)."""
+    Pass the violations of ONE policy (:meth:`Verdict.by_policy`).
+
+    Every violation counts, whatever its mode: ``enforce`` denials as well as ``warn`` and
+    ``audit`` admissions (the CRD documents ``status.violations`` as "Violations counted
+    (all modes)", and so does the README); each ``recentViolations`` entry carries its
+    ``mode``. One violation is one rule broken by one reference (a license declared in two
+    places of one Kitfile counts once)."""
     previous = previous or {}
     total = previous.get("violations")
     by_rule_prev = previous.get("violationsByRule")

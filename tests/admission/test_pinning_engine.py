@@ -205,7 +205,9 @@ async def test_validation_denies_references_that_can_never_work(
     mutated = await eng.mutate(review(obj))
     assert mutated.allowed and not mutated.values  # left for the validating webhook
     decision = await eng.validate(review(obj))
-    assert decision.denial is not None and decision.denial.reason == "InvalidReference"
+    reason = "LocalReference" if value.startswith("myorg/") else "InvalidReference"
+    assert decision.denial is not None and decision.denial.reason == reason
+    assert f": {reason}: " in decision.denial.message  # named alike in text and metrics
     assert "kitops-init" in decision.denial.message
     for word in words:
         assert word in decision.denial.message

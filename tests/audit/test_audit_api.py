@@ -163,3 +163,26 @@ async def test_enforce_violations_get_no_event(fake_api: FakeApiServer) -> None:
         await recorder.flush()
     assert fake_api.requests("POST") == []
     assert fake_api.objects[CLUSTER_PATH]["status"]["violations"] == 1
+
+
+async def test_a_notice_is_an_event_like_a_violations_and_touches_no_status(
+    fake_api: FakeApiServer,
+) -> None:
+    """failure: warn admissions (decide.py) reach the apiserver by the path policy warnings
+    take: the same Event shape on the same object, and no policy status change."""
+    fake_api.put(CLUSTER_PATH, {"kind": "ClusterModelKitPolicy"})
+    async with api(fake_api) as client:
+        recorder = audit.AuditRecorder(audit.ApiAuditSink(client), now=lambda: NOW)
+        recorder.record([violation(CLUSTER)], obj=deployment("a"), namespace="ml")
+        recorder.notice(
+            obj=deployment("a"), namespace="ml", reason="AdmittedUnpinned", message="unpinned"
+        )
+        await recorder.flush()
+    warned, unpinned = (e.body for e in fake_api.requests("POST"))
+    assert (warned["reason"], unpinned["reason"]) == ("TagDenied", "AdmittedUnpinned")
+    assert unpinned["message"] == "unpinned"
+    assert {k: v for k, v in warned.items() if k not in ("reason", "message")} == {
+        k: v for k, v in unpinned.items() if k not in ("reason", "message")
+    }
+    assert len(fake_api.requests("PATCH")) == 1  # the violation's status, nothing for the notice
+    assert fake_api.objects[CLUSTER_PATH]["status"]["violations"] == 1

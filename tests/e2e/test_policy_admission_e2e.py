@@ -54,6 +54,8 @@ SHORT_PLURAL = {
     policy.NAMESPACED_KIND: "modelkitpolicies",
 }
 WHERE = 'initContainer "kitops-init" env MODELKIT_REF'
+DENIED = f"denied by ModelKit policy ({policy.Reason.DENIED}): "
+"""How a policy denial begins: it names its reason, the metrics' outcome label."""
 
 
 # --------------------------------------------------------------------------- helpers
@@ -465,7 +467,7 @@ def test_every_rule_in_mode(
         subject = f"{display} rule {case.rule}: {WHERE} '{tagged}' "
         if mode == "enforce":
             message = denial_of(result, f"{case.stage}-pods")
-            assert message.startswith(f"denied by ModelKit policy: {subject}"), message
+            assert message.startswith(f"{DENIED}{subject}"), message
             assert message.count(" rule ") == 1, message  # this rule and no other
             assert not kitpin.exists("pod", case.pod, namespace)
             if case.stage == "pin":  # refused on the reference itself: never looked up
@@ -570,7 +572,7 @@ def test_modelpack_only_namespace_checks_modelpacks_by_their_kitfile_annotation(
     messages = {}
     for pod_name, (tagged, _digest) in refused.items():
         message = denial_of(kitpin.create(pod(pod_name, namespace, tagged)), "check-pods")
-        assert message.startswith(f"denied by ModelKit policy: {display} rule "), message
+        assert message.startswith(f"{DENIED}{display} rule "), message
         assert f"{WHERE} '{tagged}' " in message
         assert message.count(" rule ") == 1, message
         messages[pod_name] = message
@@ -635,7 +637,7 @@ def test_require_digest_refuses_tag_only_references_before_resolving_them(
     refused_deployment = kitpin.create(deployment("tag-only", namespace, tagged))
 
     assert denial_of(refused, "pin-pods") == (
-        f"denied by ModelKit policy: {display} rule tags.requireDigest: {WHERE} '{tagged}' "
+        f"{DENIED}{display} rule tags.requireDigest: {WHERE} '{tagged}' "
         f"has no digest, and namespace {namespace} accepts only references written with a "
         f"digest; write '{tagged}@sha256:<digest>' in the manifest "
         f"(`kitpin resolve '{tagged}'` prints the digest)"
@@ -898,7 +900,7 @@ def test_block_mode_overrides_the_policy_mode_and_edits_take_effect(
     assert "uses the tag 'stage-1', which is not allowed" in warning
     assert "(denied pattern 'stage-*')" in warning
     message = denial_of(refused, "pin-pods")
-    assert message.startswith(f"denied by ModelKit policy: {display} rule repositories.denied: ")
+    assert message.startswith(f"{DENIED}{display} rule repositories.denied: ")
     assert f"which matches the denied pattern '{denied}'" in message
 
     # Drop the block's mode: the tag rule falls back to the policy's (enforce).
@@ -911,7 +913,7 @@ def test_block_mode_overrides_the_policy_mode_and_edits_take_effect(
     )
     wait_in_effect(kitpin, probe, "enforce", policy.Rule.TAGS_DENIED)
     message = denial_of(kitpin.create(pod("staged-again", namespace, staged)), "pin-pods")
-    assert message.startswith(f"denied by ModelKit policy: {display} rule tags.denied: ")
+    assert message.startswith(f"{DENIED}{display} rule tags.denied: ")
 
     status = policies.wait_status(
         policy.CLUSTER_KIND, name, None, lambda s: s.get("violations", 0) >= 3, "3 violations"

@@ -207,9 +207,9 @@ def test_denial_and_warning_messages() -> None:
     warn = cluster("rollout", {"mode": "warn", "repositories": {"denied": ["ghcr.io/acme/**"]}})
     verdict = evaluate([enforce, warn], evidence("ghcr.io/acme/model:latest"))
     assert verdict.denial_message() == (
-        "denied by ModelKit policy: ClusterModelKitPolicy/prod-models rule tags.denied: "
-        f"{WHERE} 'ghcr.io/acme/model:latest' uses the tag 'latest', which is not allowed in "
-        "namespace ml (denied pattern 'latest'); pin a release tag or a digest "
+        "denied by ModelKit policy (PolicyDenied): ClusterModelKitPolicy/prod-models rule "
+        f"tags.denied: {WHERE} 'ghcr.io/acme/model:latest' uses the tag 'latest', which is not "
+        "allowed in namespace ml (denied pattern 'latest'); pin a release tag or a digest "
         "('ghcr.io/acme/model@sha256:<digest>')"
     )
     (warning,) = verdict.warning_messages()
@@ -483,20 +483,33 @@ def test_license_expressions(declared: str, allowed: list[str], approved: bool) 
     assert (evaluate([p], ev).violations == ()) == approved
 
 
-def test_every_declared_license_must_be_approved() -> None:
+def test_every_declared_license_must_be_approved_one_violation_per_modelkit() -> None:
     p = cluster(spec={"artifacts": {"licenses": {"allowed": ["Apache-2.0", "MIT"]}}})
     doc = kitfile(package_license="Apache-2.0", model_license="Llama-3.1")
     doc["model"]["parts"] = [{"path": "p", "license": "MIT"}]
     doc["datasets"] = [{"path": "d", "license": "CC-BY-NC-4.0"}]
     doc["code"] = [{"path": "c", "license": "MIT"}]
-    violations = evaluate([p], evidence("r.io/m:v1", manifest=manifest(), config=doc)).violations
-    assert [v.reason for v in violations] == ["LicenseNotAllowed", "LicenseNotAllowed"]
-    assert violations[0].message.endswith(
-        "declares the license 'Llama-3.1' (Kitfile model.license), which is not approved in "
-        "namespace ml (approved: Apache-2.0, MIT); use a ModelKit under an approved license, "
-        "or ask the platform team to approve it in ClusterModelKitPolicy/prod-models"
+    (v,) = evaluate([p], evidence("r.io/m:v1", manifest=manifest(), config=doc)).violations
+    assert v.reason == "LicenseNotAllowed"
+    assert v.message.endswith(
+        "declares the licenses 'Llama-3.1' (Kitfile model.license) and 'CC-BY-NC-4.0' "
+        "(Kitfile datasets[0].license), which are not approved in namespace ml (approved: "
+        "Apache-2.0, MIT); use a ModelKit under an approved license, or ask the platform team "
+        "to approve it in ClusterModelKitPolicy/prod-models"
     )
-    assert "(Kitfile datasets[0].license)" in violations[1].message
+
+
+def test_one_license_in_two_places_is_one_violation_naming_both() -> None:
+    """A GPL ModelKit whose Kitfile says GPL in package.license and model.license broke one
+    rule once: one violation (one count in status and metrics), naming both places."""
+    p = cluster(spec={"artifacts": {"licenses": {"allowed": ["Apache-2.0"]}}})
+    doc = kitfile(package_license="GPL-3.0", model_license="gpl-3.0 ")
+    (v,) = evaluate([p], evidence("r.io/m:v1", manifest=manifest(), config=doc)).violations
+    assert (v.rule, v.reason) == ("artifacts.licenses", "LicenseNotAllowed")
+    assert (
+        "declares the license 'GPL-3.0' (Kitfile package.license and model.license), which is "
+        "not approved in namespace ml (approved: Apache-2.0)"
+    ) in v.message
 
 
 def test_undeclared_license() -> None:
@@ -606,6 +619,38 @@ def test_dataset_remote_path_parent() -> None:
     )
     (v,) = evaluate([p], evidence("r.io/m:v1", manifest=manifest(), config=doc)).violations
     assert "(Kitfile datasets[0].remotePath)" in v.message
+
+
+def test_several_parents_by_tag_are_one_violation_naming_each() -> None:
+    p = cluster(spec={"parents": {}})
+    doc = kitfile(
+        model_path="r.io/base/llama:8b",
+        datasets=[
+            {"path": "d", "remotePath": "r.io/data/train:v2"},
+            {"path": "e", "remotePath": "data/local:v1"},
+            {"path": "f", "remotePath": f"r.io/data/pinned:v1@{DIGEST}"},
+        ],
+    )
+    (v,) = evaluate([p], evidence("r.io/m:v1", manifest=manifest(), config=doc)).violations
+    assert (v.rule, v.reason) == ("parents.requireDigest", policy.Reason.PARENT_LOCAL)
+    assert (
+        "takes content from 3 parent ModelKits that are not pinned by digest: "
+        "'r.io/base/llama:8b' (Kitfile model.path) by tag, 'r.io/data/train:v2' (Kitfile "
+        "datasets[0].remotePath) by tag and 'data/local:v1' (Kitfile datasets[1].remotePath) "
+        "without a registry host (kit's local storage, which a Pod does not have)"
+    ) in v.message
+    assert "r.io/data/pinned" not in v.message  # pinned by digest: fine
+    assert (
+        "repack the ModelKit with model.path: 'r.io/base/llama:8b@sha256:<digest>', "
+        "datasets[0].remotePath: 'r.io/data/train:v2@sha256:<digest>' and "
+        "datasets[1].remotePath: 'registry/repository:tag@sha256:...'"
+    ) in v.message
+
+    tags_only = kitfile(
+        model_path="r.io/base/llama:8b", datasets=[{"path": "d", "remotePath": "r.io/d:v2"}]
+    )
+    (v,) = evaluate([p], evidence("r.io/m:v1", manifest=manifest(), config=tags_only)).violations
+    assert v.reason == policy.Reason.PARENT_NOT_PINNED
 
 
 def test_plain_modelpack_has_no_parents() -> None:

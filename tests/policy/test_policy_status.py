@@ -91,3 +91,27 @@ def test_record_violations_tolerates_a_damaged_status() -> None:
     status = policy.record_violations(damaged, [v], object_ref="Pod/a", namespace="ml", now=NOW)
     assert status["violations"] == 1
     assert status["violationsByRule"] == {"tags.denied": 3}
+
+
+def test_record_violations_counts_every_mode() -> None:
+    """status.violations counts enforce denials as well as warn and audit admissions (the
+    CRD's "Violations counted (all modes)", and the README); each entry names its mode."""
+    p = cluster(
+        "prod",
+        {
+            "mode": "audit",
+            "repositories": {"mode": "warn", "denied": ["r.io/**"]},
+            "tags": {"mode": "enforce", "denied": ["latest"]},
+        },
+    )
+    audit = cluster("count", {"mode": "audit", "tags": {"requireDigest": True}})
+    verdict = evaluate([p, audit], evidence("r.io/m:latest"))
+    assert verdict.outcome == "deny"
+    statuses = {
+        ref: policy.record_violations(None, vs, object_ref="Pod/a", namespace="ml", now=NOW)
+        for ref, vs in verdict.by_policy().items()
+    }
+    assert statuses[p.ref]["violations"] == 2
+    assert [e["mode"] for e in statuses[p.ref]["recentViolations"]] == ["warn", "enforce"]
+    assert statuses[audit.ref]["violations"] == 1
+    assert statuses[audit.ref]["recentViolations"][0]["mode"] == "audit"
