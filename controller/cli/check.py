@@ -440,8 +440,9 @@ async def _look_up(wanted: Sequence[_Checked], access: common.Access) -> None:
                         )
                     )
                 except errors.RegistryError as e:
+                    shown = common.for_cli(e, plain_http_registry=True)
                     checked.problems.append(
-                        (e.reason, f"cannot read the Kitfile of '{value}': {e}")
+                        (e.reason, f"cannot read the Kitfile of '{value}': {shown}")
                     )
 
         await asyncio.gather(
