@@ -191,7 +191,7 @@ def test_tag_records_and_drift_watch_rbac() -> None:
     assert TAG_RECORDS_RULE in rules
     for rule in WORKLOAD_RULES:
         assert rule in rules
-    role = render.one(default_docs, "Role")
+    role = render.one(default_docs, "Role", "kitpin-leader-election")
     assert role["metadata"] == {
         **role["metadata"],
         "name": "kitpin-leader-election",
@@ -206,7 +206,7 @@ def test_tag_records_and_drift_watch_rbac() -> None:
             "verbs": ["get", "patch"],
         },
     ]
-    binding = render.one(default_docs, "RoleBinding")
+    binding = render.one(default_docs, "RoleBinding", "kitpin-leader-election")
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
         "kind": "Role",
@@ -225,12 +225,15 @@ def test_drift_watch_off_drops_its_rbac(default_docs: list[dict[str, Any]]) -> N
     defaults = _rules(default_docs)
     assert TAG_RECORDS_RULE not in defaults
     assert not any(rule in defaults for rule in WORKLOAD_RULES)
-    assert not render.find(default_docs, "Role") and not render.find(default_docs, "RoleBinding")
+    # The only Role by default is arming's (tests/chart/test_chart_arming.py).
+    assert not render.find(default_docs, "Role", "kitpin-leader-election")
+    assert not render.find(default_docs, "RoleBinding", "kitpin-leader-election")
     docs = render.render({"settings": {"tags": {"records": True}, "drift": {"enabled": False}}})
     rules = _rules(docs)
     assert TAG_RECORDS_RULE in rules
     assert not any(rule in rules for rule in WORKLOAD_RULES)
-    assert not render.find(docs, "Role") and not render.find(docs, "RoleBinding")
+    assert not render.find(docs, "Role", "kitpin-leader-election")
+    assert not render.find(docs, "RoleBinding", "kitpin-leader-election")
     no_records = _rules(render.render({"settings": {"tags": {"records": False}}}))
     assert TAG_RECORDS_RULE not in no_records
     assert not any(rule in no_records for rule in WORKLOAD_RULES)

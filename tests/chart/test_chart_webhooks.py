@@ -86,7 +86,8 @@ def test_ops_baseline_on_every_webhook(default_docs: list[dict[str, Any]]) -> No
         assert len(names) == len(set(names))
         for w in config["webhooks"]:
             assert w["name"].endswith(".kitpin.dev")
-            assert w["failurePolicy"] == "Fail"
+            # Fail-open as rendered; kitpin arms it to the annotation's Fail (test_chart_arming).
+            assert w["failurePolicy"] == "Ignore"
             assert w["timeoutSeconds"] == 10
             assert w["sideEffects"] == "None"
             assert w["admissionReviewVersions"] == ["v1"]
@@ -213,5 +214,6 @@ def test_webhook_annotations_are_passed_through() -> None:
     docs = render.render({"webhook": {"annotations": {"example.com/owner": "platform"}}})
     for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
         assert render.one(docs, kind)["metadata"]["annotations"] == {
-            "example.com/owner": "platform"
+            "example.com/owner": "platform",
+            "kitpin.dev/failure-policy": "Fail",
         }

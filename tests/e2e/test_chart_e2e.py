@@ -3,21 +3,25 @@ configuration.
 
 No kubelet or scheduler: kitpin's pods stay Pending, so these tests check what the apiserver
 accepts and stores, not a running webhook. Installing webhook configurations whose Service has
-no endpoints would reject objects of every other test in this session, so each install here
-uses ``failurePolicy: Ignore`` AND an ``objectSelector`` on a label only this test uses, and
-is always uninstalled (and, should that fail, its webhook configurations deleted).
+no endpoints would reject objects of every other test in this session once armed, so each
+install here uses an ``objectSelector`` on a label only this test uses (the chart renders
+``failurePolicy: Ignore`` anyway: kitpin arms it, see test_helm_install_never_locks_the_cluster),
+and is always uninstalled (and, should that fail, its webhook configurations deleted).
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import os
 import secrets
 import shutil
 import ssl
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -31,8 +35,9 @@ from kubernetes.client.exceptions import ApiException
 from controller.admission import webhook
 from hack import manifests
 from harness import chart as render
-from harness import procs
+from harness import modelkit, procs
 from harness.controlplane import Clients, ControlPlane
+from tests.e2e import conftest
 
 pytestmark = pytest.mark.e2e
 
@@ -406,3 +411,325 @@ def test_kitpin_runs_with_the_charts_configuration_and_passes_the_helm_test(
         assert "allowed a plain Pod on /check-pods" in result.stdout
     finally:
         process.stop()
+
+
+# --------------------------------------------------------------------------- arming
+
+ARM_INTERVAL = 2.0
+"""``--arm-interval`` of the out-of-cluster kitpin: how soon it re-arms after helm upgrade."""
+
+
+def _policies(api: Clients, name: str) -> set[str]:
+    """Every failurePolicy of both configurations called ``name``."""
+    return {w["failurePolicy"] for c in _webhook_configs(api, name) for w in c["webhooks"]}
+
+
+class _Creator(threading.Thread):
+    """Creates labelled Deployments (a ModelKit reference each), a few per second, until
+    stopped; records when each create was answered and how (None: admitted). An error that
+    names no webhook (the apiserver or etcd overloaded on this 2-core machine) is recorded in
+    ``transient`` and the create is tried again: only webhook refusals count."""
+
+    def __init__(
+        self, control_plane: ControlPlane, namespace: str, ref: str, labels: dict[str, str]
+    ) -> None:
+        super().__init__(name="e2e-creator", daemon=True)
+        self.control_plane, self.namespace, self.ref, self.labels = (
+            control_plane,
+            namespace,
+            ref,
+            labels,
+        )
+        self.results: list[tuple[float, str, str | None]] = []
+        self.transient: list[str] = []
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        clients = self.control_plane.clients()
+        try:
+            i = 0
+            while not self.stop_event.is_set():
+                name = f"early-{i}"
+                body = conftest.deployment(name, self.namespace, self.ref, replicas=0)
+                body["metadata"]["labels"] = dict(self.labels)
+                error: str | None = None
+                try:
+                    clients.apps.create_namespaced_deployment(self.namespace, body)
+                except ApiException as e:
+                    error = f"{e.status} {e.reason}: {e.body}"
+                    if "webhook" not in error:
+                        self.transient.append(error)
+                        self.stop_event.wait(0.2)
+                        continue
+                self.results.append((time.monotonic(), name, error))
+                i += 1
+                self.stop_event.wait(0.2)  # pace: a few creates per second, not a flood
+        finally:
+            clients.close()
+
+    def after(self, moment: float) -> list[tuple[float, str, str | None]]:
+        return [r for r in list(self.results) if r[0] > moment]
+
+
+def _token_kubeconfig(control_plane: ControlPlane, path: Path, token: str) -> Path:
+    """A kubeconfig for a ServiceAccount token: kitpin out of cluster with the chart's RBAC."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "e2e",
+                "cluster": {
+                    "server": control_plane.url,
+                    "certificate-authority-data": base64.b64encode(
+                        control_plane.ca.cert.read_bytes()
+                    ).decode(),
+                },
+            }
+        ],
+        "users": [{"name": "kitpin", "user": {"token": token}}],
+        "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": "kitpin"}}],
+        "current-context": "e2e",
+    }
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
+def test_helm_install_never_locks_the_cluster_and_kitpin_arms_the_webhooks(
+    control_plane: ControlPlane,
+    api: Clients,
+    registries: conftest.Registries,
+    new_namespace: Any,
+    namespace: str,
+    repo: str,
+    tmp_path: Path,
+) -> None:
+    """Issue 16: `helm install` with the chart's defaults (only an isolating objectSelector
+    added) while Deployments are created all along: every create is admitted, because the
+    chart renders its webhooks fail-open. Then kitpin, with the chart's own arming flags and
+    the chart's RBAC (its ServiceAccount's token), arms them once it serves and the Service
+    has a ready endpoint; a helm upgrade and kitpin's re-arming; a Deployment pinned through
+    the armed webhooks; helm uninstall removes the configurations."""
+    helm = Helm(control_plane, tmp_path / "helm")
+    token = secrets.token_hex(4)
+    release = f"kitpin-e2e-{token}"
+    release_ns = new_namespace("release")  # the chart never admits its own namespace
+    label = {"kitpin.dev/e2e-chart": token}
+    values: dict[str, Any] = {"webhook": {"objectSelector": {"matchLabels": label}}}
+    plain = registries.plain
+    digest = modelkit.push_modelkit(plain, repo, "prod", seed=16)
+    ref = conftest.ref_to(plain, repo, "prod")
+
+    creator = _Creator(control_plane, namespace, ref, label)
+    process: procs.Process | None = None
+    try:
+        creator.start()
+        procs.wait_until(lambda: creator.results, timeout=TIMEOUT, what="a first create")
+        with installed(helm, api, release, release_ns, values):
+            installed_at = time.monotonic()
+            # The configurations exist now, fail-open, recording the policy they want.
+            for config in _webhook_configs(api, release):
+                assert config["metadata"]["annotations"]["kitpin.dev/failure-policy"] == "Fail"
+                assert {w["failurePolicy"] for w in config["webhooks"]} == {"Ignore"}
+            procs.wait_until(
+                lambda: len(creator.after(installed_at)) >= 3,
+                timeout=TIMEOUT,
+                what="three creates while the webhooks exist and no kitpin serves",
+            )
+            creator.stop_event.set()
+            creator.join(timeout=TIMEOUT)
+            refused = [r for r in creator.results if r[2] is not None]
+            assert not refused, (
+                f"{len(refused)} of {len(creator.results)} creates refused, first: {refused[0]}"
+            )
+            if creator.transient:
+                print(f"retried {len(creator.transient)} creates: {creator.transient[:3]}")
+            late = creator.after(installed_at)[-1][1]
+            stored = _stored(api, api.apps.read_namespaced_deployment(late, namespace))
+            assert conftest.at(stored, conftest.TEMPLATE_ENV) == ref  # admitted as written
+
+            # kitpin out of cluster, with the Deployment's own arming flags and the chart's
+            # RBAC: a kubeconfig with its ServiceAccount's token.
+            sa_token = control_plane.kubectl(
+                "create", "token", release, "-n", release_ns, "--duration=1h"
+            ).stdout.strip()
+            kubeconfig = _token_kubeconfig(control_plane, tmp_path / "kitpin.kubeconfig", sa_token)
+            docs = render.render(values, release=release, namespace=release_ns)
+            (container,) = render.one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+            arm_flags = [a for a in container["args"] if a.startswith("--arm-")]
+            assert arm_flags == [
+                f"--arm-webhooks={release}",
+                "--arm-failure-policy=Fail",
+                f"--arm-service={release}",
+            ]
+            ca = trustme.CA()
+            leaf = ca.issue_cert("127.0.0.1")
+            cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+            leaf.cert_chain_pems[0].write_to_path(str(cert))
+            leaf.private_key_pem.write_to_path(str(key))
+            port = procs.free_port()
+            kitpin = Path(sys.executable).with_name("kitpin")
+            process = procs.Process(
+                "kitpin-armed",
+                [
+                    str(kitpin),
+                    "run",
+                    "--listen=127.0.0.1",
+                    f"--port={port}",
+                    f"--tls-cert={cert}",
+                    f"--tls-key={key}",
+                    f"--plain-http-registry={plain.host}",
+                    f"--arm-interval={ARM_INTERVAL}",
+                    *arm_flags,
+                ],
+                log_dir=tmp_path,
+                env={
+                    **os.environ,
+                    "KUBECONFIG": str(kubeconfig),
+                    "POD_NAMESPACE": release_ns,
+                    "PYTHONUNBUFFERED": "1",
+                },
+            ).start()
+            context = ssl.create_default_context(cadata=ca.cert_pem.bytes().decode())
+            url = f"https://127.0.0.1:{port}"
+            running = process
+
+            def serving() -> bool:
+                running.check_alive()
+                return procs.http_ok(f"{url}/readyz", ssl_context=context)
+
+            procs.wait_until(serving, timeout=TIMEOUT, what="kitpin /readyz")
+            procs.wait_until(
+                lambda: "arming waits for a ready endpoint of Service" in running.log_tail(200),
+                timeout=TIMEOUT,
+                what="kitpin to wait for the Service's endpoints",
+            )
+            # Serving, but no replica is behind the Service yet (no kubelet here): still open.
+            assert _policies(api, release) == {"Ignore"}
+
+            # A ready endpoint, as the endpointslice controller writes one once a Pod is
+            # Ready (no kubelet here, so by hand; its address is never called).
+            slice_ = {
+                "apiVersion": "discovery.k8s.io/v1",
+                "kind": "EndpointSlice",
+                "metadata": {
+                    "name": f"{release}-e2e",
+                    "namespace": release_ns,
+                    "labels": {
+                        "kubernetes.io/service-name": release,
+                        "endpointslice.kubernetes.io/managed-by": "e2e.kitpin.dev",
+                    },
+                },
+                "addressType": "IPv4",
+                "ports": [{"name": "https", "port": 8443, "protocol": "TCP"}],
+                "endpoints": [{"addresses": ["10.1.2.3"], "conditions": {"ready": True}}],
+            }
+            control_plane.kubectl("create", "-f", "-", input=json.dumps(slice_))
+            procs.wait_until(
+                lambda: _policies(api, release) == {"Fail"},
+                timeout=TIMEOUT,
+                what="kitpin to arm every webhook (failurePolicy Fail)",
+            )
+            for config in _webhook_configs(api, release):  # only failurePolicy changed
+                for w in config["webhooks"]:
+                    assert w["clientConfig"]["service"]["name"] == release
+
+            # helm upgrade with the same values. Seen with helm v3.19: its three-way merge
+            # puts the rendered Ignore back (the live Fail differs from the rendered value,
+            # unchanged between releases), so kitpin checks every --arm-interval and arms
+            # again; it logs when it does.
+            helm.ok("upgrade", release, str(render.CHART_DIR), "-n", release_ns, values=values)
+            print(f"failurePolicy right after helm upgrade: {sorted(_policies(api, release))}")
+            procs.wait_until(
+                lambda: "armed again" in running.log_tail(400),
+                timeout=TIMEOUT,
+                what="kitpin to arm the webhooks again after helm upgrade reverted them",
+            )
+            procs.wait_until(
+                lambda: _policies(api, release) == {"Fail"},
+                timeout=TIMEOUT,
+                what="every webhook armed again",
+            )
+
+            # The apiserver cannot reach the Service (no Pods, no kube-proxy): point every
+            # webhook at the out-of-cluster kitpin instead, with the CA of its certificate.
+            ca_bundle = base64.b64encode(ca.cert_pem.bytes()).decode()
+            for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
+                hooks = _stored(
+                    api,
+                    api.admission.read_mutating_webhook_configuration(release)
+                    if kind.startswith("mutating")
+                    else api.admission.read_validating_webhook_configuration(release),
+                )["webhooks"]
+                ops = [
+                    {
+                        "op": "replace",
+                        "path": f"/webhooks/{i}/clientConfig",
+                        "value": {
+                            "url": f"{url}{w['clientConfig']['service']['path']}",
+                            "caBundle": ca_bundle,
+                        },
+                    }
+                    for i, w in enumerate(hooks)
+                ]
+                control_plane.kubectl("patch", kind, release, "--type=json", "-p", json.dumps(ops))
+            assert _policies(api, release) == {"Fail"}
+
+            body = conftest.deployment("pinned", namespace, ref, replicas=0)
+            body["metadata"]["labels"] = dict(label)
+            api.apps.create_namespaced_deployment(namespace, body)
+            stored = _stored(api, api.apps.read_namespaced_deployment("pinned", namespace))
+            assert conftest.at(stored, conftest.TEMPLATE_ENV) == conftest.pinned_ref(
+                plain, repo, "prod", digest
+            )
+
+            # `helm test` with test.modelKit: its hook ServiceAccount and Role as rendered,
+            # its script run here (no kubelet) with that ServiceAccount's token: a dry-run
+            # Deployment through the apiserver and the armed webhooks comes back pinned.
+            test_values = {**values, "test": {"modelKit": ref, "namespace": namespace}}
+            hook_docs = render.render(test_values, release=release, namespace=release_ns)
+            for kind in ("ServiceAccount", "Role", "RoleBinding"):
+                (doc,) = render.find(hook_docs, kind, f"{release}-test")
+                control_plane.kubectl("apply", "-f", "-", input=json.dumps(doc))
+            sa_dir = tmp_path / "helm-test-sa"
+            sa_dir.mkdir()
+            (sa_dir / "token").write_text(
+                control_plane.kubectl(
+                    "create", "token", f"{release}-test", "-n", release_ns
+                ).stdout.strip()
+            )
+            (sa_dir / "ca.crt").write_bytes(control_plane.ca.cert.read_bytes())
+            (check,) = render.one(hook_docs, "Pod")["spec"]["containers"]
+            pod_env = {e["name"]: e["value"] for e in check["env"] if "value" in e}
+            result = subprocess.run(
+                [sys.executable, "-c", check["args"][0]],
+                env={
+                    **os.environ,
+                    **pod_env,
+                    "KITPIN_URL": url,
+                    "KITPIN_CA": ca.cert_pem.bytes().decode(),
+                    "KUBE_API": control_plane.url,
+                    "KUBE_SA_DIR": str(sa_dir),
+                },
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+            assert f"came back pinned: {ref}@{digest}" in result.stdout
+    except BaseException:
+        if process is not None:
+            print(process.log_tail(150))
+        print(control_plane.logs(40))
+        raise
+    finally:
+        creator.stop_event.set()
+        if process is not None:
+            process.stop()
+    for read in (
+        api.admission.read_mutating_webhook_configuration,
+        api.admission.read_validating_webhook_configuration,
+    ):
+        assert _gone(read, release)

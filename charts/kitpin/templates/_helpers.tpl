@@ -159,7 +159,9 @@ The policy kinds (controller/webhook.py POLICY_PLURALS): validated by kitpin's o
 - name: {{ printf "%s-%s.kitpin.dev" .kind .r.id }}
   admissionReviewVersions: ["v1"]
   sideEffects: None
-  failurePolicy: {{ $root.Values.webhook.failurePolicy }}
+  # Fail-open until a kitpin replica serves and arms it to the kitpin.dev/failure-policy
+  # annotation (webhook.failurePolicy): see webhooks.yaml.
+  failurePolicy: Ignore
   timeoutSeconds: {{ $root.Values.webhook.timeoutSeconds }}
   matchPolicy: Equivalent
   {{- if eq .kind "pin" }}
@@ -188,7 +190,7 @@ The policy kinds (controller/webhook.py POLICY_PLURALS): validated by kitpin's o
   {{- end }}
 {{- end -}}
 
-{{/* Settings file (controller/settings.py) from .Values.settings. */}}
+{{/* Settings file (docs/settings.md) from .Values.settings. */}}
 {{- define "kitpin.settingsDocument" -}}
 {{- $s := .Values.settings -}}
 {{- $cache := dict
@@ -219,6 +221,7 @@ The policy kinds (controller/webhook.py POLICY_PLURALS): validated by kitpin's o
   "mode" $s.mode
   "failure" $s.failure
   "deadlineSeconds" $s.deadlineSeconds
+  "webhookTimeoutSeconds" (int .Values.webhook.timeoutSeconds)
   "ignoredNamespaces" ($s.ignoredNamespaces | default list)
   "cache" $cache
   "sites" $sites
