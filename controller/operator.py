@@ -5,9 +5,22 @@ certificate; the chart owns the webhook configurations (namespaceSelector, timeo
 reinvocationPolicy), so kopf does not manage them, and replicas run ``standalone`` (admission
 needs no peering).
 
-``--dev``: serve on 127.0.0.1 with generated certificates and let kopf create the webhook
-configurations (named ``kitpin.dev``) in the cluster of the current kubeconfig. With a
-``.dev/env`` from `make dev-up`, the dev registry is trusted over plain HTTP.
+Arming (``--arm-webhooks``, :mod:`controller.admission.arming`): the chart renders its
+webhook configurations fail-open; once this replica serves (the server's ``ready``), a task
+started by a kopf startup handler sets the failure policy they ask for, and keeps it set.
+
+``--dev``: serve on 127.0.0.1 with generated certificates (in a ``kitpin-dev-*`` temporary
+directory, removed on exit) and let kopf create the webhook configurations in the cluster of
+the current kubeconfig. Each instance owns its own configurations, named after its port
+(:func:`dev_config_name`: two instances on one machine never share a port, and the apiserver
+calls 127.0.0.1, so it runs on that machine), and deletes them, and only them, on exit: one
+instance stopping never unregisters another. With a ``.dev/env`` from `make dev-up` (in
+``$KITPIN_DEV_DIR``, default ``.dev``), the dev registry is trusted over plain HTTP and, when
+``$KUBECONFIG`` is unset, the dev cluster's kubeconfig is used.
+
+Without an apiserver to talk to (no service account, no kubeconfig, a ``$KUBECONFIG`` naming
+a missing file) `kitpin run` stops before anything starts, with one line saying what to do
+(:class:`NoApiserverError`).
 
 Callers, probes and stopping (:class:`controller.settings.ServerSettings`, the settings
 file's ``server`` section with ``--client-ca``, ``--client-name`` and ``--probe-port`` over
@@ -37,10 +50,14 @@ import dataclasses
 import gc
 import logging
 import os
+import shutil
+import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from controller import errors, kubeapi, refs, types
 
@@ -50,7 +67,7 @@ with kubeapi.kubernetes_client_hidden():
 
     from controller import audit, kubecreds, settings
     from controller import metrics as metrics_mod
-    from controller.admission import decide, fastpath, pinning, server, webhook
+    from controller.admission import arming, decide, fastpath, pinning, server, webhook
     from controller.admission import indexes as index_ids
     from controller.registry.client import RegistryClient
     from controller.registry.credentials import Keychain
@@ -63,7 +80,24 @@ with kubeapi.kubernetes_client_hidden():
 
 logger = logging.getLogger(__name__)
 
-MANAGED_CONFIG_NAME = "kitpin.dev"
+DEV_CONFIG_SUFFIX = ".kitpin.dev"
+"""Every ``--dev`` instance's configuration name ends with this (``dev-<port>.kitpin.dev``)."""
+
+DEV_CONFIG_DELETE_TIMEOUT = 5.0
+"""Seconds ``--dev`` may take, on exit, to delete its own webhook configurations."""
+
+
+def dev_config_name(port: int) -> str:
+    """The webhook configurations (both kinds) of the ``--dev`` instance serving on ``port``,
+    which kopf also uses as its webhooks' name suffix (``pin-pods.dev-8443.kitpin.dev``)."""
+    return f"dev-{port}{DEV_CONFIG_SUFFIX}"
+
+
+class NoApiserverError(errors.ConfigError):
+    """No apiserver to log in to: not in a cluster, and no (readable) kubeconfig."""
+
+    reason = "NoApiserver"
+
 
 TAGS_FLUSH_ON_STOP = 5.0
 """Seconds the last flush of tag records may take at shutdown."""
@@ -142,7 +176,100 @@ def _service_host(info: kopf.ConnectionInfo) -> kopf.ConnectionInfo:
     return dataclasses.replace(info, server=f"https://{host}:{port}")
 
 
+def _dev_env(name: str) -> str | None:
+    """``name``'s value in ``$KITPIN_DEV_DIR/env`` (default ``.dev/env``), which `make dev-up`
+    writes as ``export NAME=value`` lines; None when absent."""
+    env = Path(os.environ.get("KITPIN_DEV_DIR") or ".dev") / "env"
+    try:
+        lines = env.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        line = line.strip().removeprefix("export ").strip()
+        if line.startswith(f"{name}="):
+            return line.split("=", 1)[1].strip().strip("'\"") or None
+    return None
+
+
+def _use_dev_kubeconfig() -> None:
+    """``--dev`` with ``$KUBECONFIG`` unset: the dev cluster's kubeconfig, when `make dev-up`
+    wrote one (never a real cluster's ``~/.kube/config`` by surprise). kopf's login reads
+    ``$KUBECONFIG``, so it is set for this process."""
+    if os.environ.get("KUBECONFIG"):
+        return
+    kubeconfig = _dev_env("KUBECONFIG")
+    if kubeconfig and Path(kubeconfig).is_file():
+        os.environ["KUBECONFIG"] = kubeconfig
+        logger.info("dev: using the dev cluster's kubeconfig %s", kubeconfig)
+
+
+_WHAT_TO_DO = (
+    "set KUBECONFIG to a kubeconfig file, run `make dev-up` (then `kitpin run --dev` finds "
+    ".dev/env), or run kitpin in a cluster"
+)
+
+
+def _first_login(login: KubeLogin) -> kopf.ConnectionInfo:
+    """The first login, before anything starts; :class:`NoApiserverError` saying what to do
+    when there is no apiserver to talk to."""
+    try:
+        return login()
+    except FileNotFoundError as e:
+        problem = f"the kubeconfig {e.filename} does not exist (KUBECONFIG)"
+        raise NoApiserverError(f"{problem}: {_WHAT_TO_DO}") from e
+    # ValueError: kopf reads the kubeconfig with its own YAML load, which raises it on a
+    # date-like value such as 2001-02-30.
+    except (OSError, ValueError, yaml.YAMLError, KeyError) as e:
+        where = os.environ.get("KUBECONFIG") or "~/.kube/config"
+        detail = " ".join(str(e).split())  # one line: YAML errors come on several
+        problem = f"the kubeconfig {where} cannot be used ({type(e).__name__}: {detail})"
+        raise NoApiserverError(f"{problem}: {_WHAT_TO_DO}") from e
+    except kopf.LoginError as e:
+        raise NoApiserverError(f"{' '.join(str(e).split())}: {_WHAT_TO_DO}") from e
+
+
+def _arming_settings(
+    args: argparse.Namespace, own_namespace: str | None
+) -> arming.ArmingSettings | None:
+    """``--arm-*`` → :class:`~controller.admission.arming.ArmingSettings` (None: no arming);
+    :class:`errors.ConfigError` for flags that cannot work."""
+    names = arming.parse_names(getattr(args, "arm_webhooks", None) or ())
+    service = getattr(args, "arm_service", None)
+    if not names:
+        if service:
+            raise errors.ConfigError("--arm-service without --arm-webhooks: nothing to arm")
+        return None
+    problem = arming.validate_names(names)
+    if problem:
+        raise errors.ConfigError(problem)
+    if service and not own_namespace:
+        raise errors.ConfigError(
+            "--arm-service needs kitpin's namespace (POD_NAMESPACE or --namespace), where the "
+            "Service is"
+        )
+    interval = getattr(args, "arm_interval", None)
+    interval = arming.ArmingSettings.interval if interval is None else float(interval)
+    if interval <= 0:
+        raise errors.ConfigError("--arm-interval must be a positive number of seconds")
+    return arming.ArmingSettings(
+        configurations=names,
+        failure_policy=getattr(args, "arm_failure_policy", None) or "Fail",
+        service=service or None,
+        namespace=own_namespace,
+        interval=interval,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
+    """`kitpin run`: 0 once stopped; 2, with one ``error:`` line, when it cannot start."""
+    try:
+        return _run(args)
+    except NoApiserverError as e:
+        print(f"kitpin run: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     loaded = settings.load_settings_file(args.settings) if args.settings else settings.Settings()
     plain = list(args.plain_http_registry)
     if args.dev:
@@ -150,6 +277,7 @@ def run(args: argparse.Namespace) -> int:
         if dev_registry:
             plain.append(dev_registry)
             logger.info("dev: trusting the dev registry %s over plain HTTP", dev_registry)
+        _use_dev_kubeconfig()
     policy, keychain = settings.registry_access(
         registry_config=args.registry_config,
         docker_config=args.docker_config,
@@ -168,40 +296,55 @@ def run(args: argparse.Namespace) -> int:
         admission = dataclasses.replace(
             admission, ignored_namespaces=admission.ignored_namespaces | {own}
         )
-
-    if args.dev:
-        from controller import devcerts  # imports cryptography (~8 MB): for --dev only
-
-        certs = devcerts.write_dev_certificates(
-            Path(tempfile.mkdtemp(prefix="kitpin-dev-")), hosts=("127.0.0.1", "localhost")
+    arming_settings = _arming_settings(args, own)
+    if not args.dev and not (args.tls_cert and args.tls_key):
+        print(
+            "kitpin run: error: --tls-cert and --tls-key are required (or --dev)", file=sys.stderr
         )
-        cert_file, key_file, ca_file = certs.cert_file, certs.key_file, certs.ca_file
-        listen, host = "127.0.0.1", "127.0.0.1"
-    else:
-        if not (args.tls_cert and args.tls_key):
-            print("kitpin run: --tls-cert and --tls-key are required (or --dev)")
-            return 2
-        cert_file, key_file, ca_file = Path(args.tls_cert), Path(args.tls_key), None
-        listen, host = args.listen, None
+        return 2
 
-    return asyncio.run(
-        _serve(
-            admission=admission,
-            resolver_settings=loaded.resolver,
-            policy=policy,
-            keychain=keychain,
-            listen=listen,
-            host=host,
-            port=args.port,
-            cert_file=cert_file,
-            key_file=key_file,
-            ca_file=ca_file,
-            managed=args.dev,
-            serving=serving,
-            tags_settings=loaded.tags,
-            own_namespace=own,
+    kopf_settings = kopf.OperatorSettings()
+    login = KubeLogin(kopf_settings)
+    endpoint = _first_login(login)  # before anything starts: no apiserver, one line, exit 2
+
+    dev_dir: Path | None = None
+    try:
+        if args.dev:
+            from controller import devcerts  # imports cryptography (~8 MB): for --dev only
+
+            dev_dir = Path(tempfile.mkdtemp(prefix="kitpin-dev-"))
+            certs = devcerts.write_dev_certificates(dev_dir, hosts=("127.0.0.1", "localhost"))
+            cert_file, key_file, ca_file = certs.cert_file, certs.key_file, certs.ca_file
+            listen, host = "127.0.0.1", "127.0.0.1"
+        else:
+            cert_file, key_file, ca_file = Path(args.tls_cert), Path(args.tls_key), None
+            listen, host = args.listen, None
+
+        return asyncio.run(
+            _serve(
+                admission=admission,
+                resolver_settings=loaded.resolver,
+                policy=policy,
+                keychain=keychain,
+                listen=listen,
+                host=host,
+                port=args.port,
+                cert_file=cert_file,
+                key_file=key_file,
+                ca_file=ca_file,
+                managed=dev_config_name(args.port) if args.dev else None,
+                serving=serving,
+                tags_settings=loaded.tags,
+                own_namespace=own,
+                arming_settings=arming_settings,
+                kopf_settings=kopf_settings,
+                login=login,
+                endpoint=endpoint,
+            )
         )
-    )
+    finally:
+        if dev_dir is not None:  # the dev CA's and the serving key
+            shutil.rmtree(dev_dir, ignore_errors=True)
 
 
 class _CentralCredentials:
@@ -352,17 +495,23 @@ async def _serve(
     cert_file: Path,
     key_file: Path,
     ca_file: Path | None,
-    managed: bool,
+    managed: str | None,
     serving: settings.ServerSettings,
     tags_settings: TagsSettings | None = None,
     own_namespace: str | None = None,
+    arming_settings: arming.ArmingSettings | None = None,
+    kopf_settings: kopf.OperatorSettings | None = None,
+    login: KubeLogin | None = None,
+    endpoint: kopf.ConnectionInfo | None = None,
 ) -> int:
+    """Serve until stopped. ``managed``: the name of the webhook configurations kopf manages
+    (``--dev``), deleted on exit if this instance served; None: the chart's."""
     tags_settings = tags_settings or TagsSettings()
     metrics = metrics_mod.Metrics()
-    kopf_settings = kopf.OperatorSettings()
-    login = KubeLogin(kopf_settings)
+    kopf_settings = kopf_settings or kopf.OperatorSettings()
+    login = login or KubeLogin(kopf_settings)
     api = kubeapi.KubeAPI(
-        login(),
+        endpoint or _first_login(login),
         relogin=login,
         refresh_after=SERVICE_ACCOUNT_REFRESH if login.in_cluster else None,
     )
@@ -429,7 +578,7 @@ async def _serve(
                 namespace=own_namespace,
             )
 
-        kopf_settings.admission.server = server.WebhookServer(  # a kopf.WebhookServer subclass
+        web = server.WebhookServer(  # a kopf.WebhookServer subclass
             addr=listen,
             port=port,
             host=host,
@@ -446,7 +595,10 @@ async def _serve(
             # kopf still serves everything else and manages the configurations in --dev.
             fast_review=fastpath.FastPath(admitting, webhook.routes(resources)).serve,
         )
-        kopf_settings.admission.managed = MANAGED_CONFIG_NAME if managed else None
+        kopf_settings.admission.server = web
+        kopf_settings.admission.managed = managed
+        if arming_settings is not None:
+            _register_arming(registry, arming.Arming(api, arming_settings), web)
         kopf_settings.posting.enabled = False
         _small_tls_buffers()
         _quiet_gc()
@@ -464,4 +616,46 @@ async def _serve(
             # review's deadline leaves the fetch running for others). Stopping while a
             # registry is down is not a failure of kitpin.
             logger.info("stopped; a registry fetch still running then failed: %s", e)
+        finally:
+            # kopf emptied its managed configurations as it stopped; this instance deletes
+            # them (only its own, and only if it served: an instance that could not bind its
+            # port never owned the configurations of the one that did).
+            if managed and web.url is not None:
+                await _delete_configurations(api, managed)
     return 0
+
+
+def _register_arming(
+    registry: kopf.OperatorRegistry, armer: arming.Arming, web: server.WebhookServer
+) -> None:
+    """Arm the chart's webhook configurations once ``web`` serves (a startup handler starts
+    the task: the server itself knows nothing of arming); stop it at cleanup."""
+    tasks: list[asyncio.Task[None]] = []
+
+    @kopf.on.startup(registry=registry)
+    async def start_arming(**_: Any) -> None:
+        def serving() -> bool:
+            return web.ready and not web.stopping
+
+        tasks.append(asyncio.create_task(armer.run(serving), name="kitpin-arming"))
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop_arming(**_: Any) -> None:
+        for task in tasks:  # never disarms: the other replicas still serve
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _delete_configurations(api: kubeapi.KubeAPI[Any], name: str) -> None:
+    """Delete both webhook configurations called ``name`` (a ``--dev`` instance's own);
+    failures are logged (the cluster may be gone already)."""
+    for plural in arming.KINDS:
+        path = kubeapi.path(*arming.API_PREFIX, plural, name)
+        try:
+            await api.request("DELETE", path, timeout=DEV_CONFIG_DELETE_TIMEOUT)
+        except kubeapi.NotFoundError:
+            continue
+        except kubeapi.KubeError as e:
+            logger.warning("dev: could not delete %s %s: %s", plural, name, e)
+        else:
+            logger.info("dev: deleted %s %s", plural, name)

@@ -8,13 +8,16 @@
    controller-manager made from it;
 5. move the ``production`` tag to a new ModelKit, scale up, and show the workload stays pinned.
 
-Everything is torn down at the end; ``KEEP=1`` keeps it running until Ctrl-C.
+Everything is torn down at the end; ``KEEP=1`` keeps it running until Ctrl-C. Everything
+the demo writes (etcd data, registry storage, logs, kitpin's dev certificates) lives in one
+temporary directory, removed at the end whatever happened (a failure prints the logs first).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import ssl
 import subprocess
@@ -69,6 +72,7 @@ def start_kitpin(cp: ControlPlane, registry: str, log_dir: Path) -> procs.Proces
     env = dict(os.environ)
     env["KUBECONFIG"] = str(cp.kubeconfig)
     env["KITPIN_DEV_DIR"] = str(log_dir / "no-dev-env")  # never pick up a developer's .dev
+    env["TMPDIR"] = str(log_dir)  # kitpin's dev certificates: inside the demo's directory too
     process = procs.Process(
         "kitpin",
         [
@@ -245,10 +249,13 @@ def main() -> int:
         return 1
     finally:
         step("Tearing down")
-        if kitpin is not None:
-            kitpin.stop()
-        registry_server.stop()
-        cp.stop()
+        try:
+            if kitpin is not None:
+                kitpin.stop()
+            registry_server.stop()
+            cp.stop()
+        finally:
+            shutil.rmtree(work, ignore_errors=True)  # etcd data, registry storage, logs
         print("  done")
 
 

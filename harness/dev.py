@@ -7,10 +7,14 @@
 State lives in ``$KITPIN_DEV_DIR`` (default ``<repo>/.dev``)::
 
     state.json      pids, binaries, endpoints
-    env             `export KUBECONFIG=...` and `export KITPIN_REGISTRY=127.0.0.1:PORT`
+    env             `export KUBECONFIG=...`, `export KITPIN_REGISTRY=127.0.0.1:PORT` and
+                    `export PATH=...` with the pinned kubectl and helm (tools cache) first
     controlplane/   etcd data, PKI, kubeconfig
     registry/       registry config, storage and log (the log is kept in logs/ by `down`)
     logs/           one log per component (appended to across runs; kept by `down`)
+
+``kitpin run --dev`` reads the same ``env``: the registry (trusted over plain HTTP) and, when
+``$KUBECONFIG`` is unset, the kubeconfig, so it needs no ``. .dev/env`` first.
 
 The processes run in their own sessions, so they outlive the command that started them;
 ``down`` stops each recorded process group (after checking the pid still runs the recorded
@@ -23,11 +27,12 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from harness import procs, tools
@@ -161,7 +166,9 @@ def up(directory: Path) -> int:
         _stop_recorded(state)
         _clear(directory)
 
-    tools.ensure("etcd", "kube-apiserver", "kube-controller-manager", "registry")
+    binaries = tools.ensure(
+        "etcd", "kube-apiserver", "kube-controller-manager", "registry", "kubectl", "helm"
+    )
     directory.mkdir(parents=True, exist_ok=True)
     _clear(directory)  # leftovers of a crashed `up` (etcd data, certs)
     log_dir = directory / "logs"
@@ -192,12 +199,25 @@ def up(directory: Path) -> int:
         "registry": address,
     }
     (directory / "state.json").write_text(json.dumps(state, indent=2) + "\n")
-    (directory / "env").write_text(
-        f"export KUBECONFIG={cp.kubeconfig}\nexport KITPIN_REGISTRY={address}\n"
-    )
+    (directory / "env").write_text(env_file(cp.kubeconfig, address, binaries))
     print(f"dev environment up in {time.monotonic() - started:.1f}s ({directory})")
     print(_usage(directory, state))
     return 0
+
+
+def env_file(kubeconfig: Path, registry: str, binaries: Mapping[str, Path]) -> str:
+    """The text of ``<dev dir>/env``: the cluster, the registry, and the pinned kubectl and
+    helm ahead of any others on ``PATH`` (the versions the tests use)."""
+    dirs: list[str] = []
+    for name in ("kubectl", "helm"):
+        if name in binaries and str(binaries[name].parent) not in dirs:
+            dirs.append(str(binaries[name].parent))
+    path = ":".join([*(shlex.quote(d) for d in dirs), '"$PATH"'])
+    return (
+        f"export KUBECONFIG={shlex.quote(str(kubeconfig))}\n"
+        f"export KITPIN_REGISTRY={registry}\n"
+        f"export PATH={path}\n"
+    )
 
 
 def down(directory: Path) -> int:

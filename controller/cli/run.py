@@ -15,9 +15,14 @@ def add_parser(sub: Any) -> None:
         "--dev",
         action="store_true",
         help="serve on 127.0.0.1 with generated certificates and kopf-managed webhook "
-        "configurations (local control plane or any kubeconfig)",
+        "configurations of its own (dev-<port>.kitpin.dev, deleted on exit), in the cluster "
+        "of $KUBECONFIG, else of .dev/env (make dev-up)",
     )
-    r.add_argument("--settings", metavar="FILE", help="kitpin settings YAML (see docs)")
+    r.add_argument(
+        "--settings",
+        metavar="FILE",
+        help="kitpin settings YAML (every key, its default and meaning: docs/settings.md)",
+    )
     r.add_argument(
         "--plain-http-registry",
         metavar="HOST[:PORT]",
@@ -56,6 +61,40 @@ def add_parser(sub: Any) -> None:
         "--namespace",
         default=None,
         help="the controller's own namespace (never admitted through kitpin)",
+    )
+    arm = r.add_argument_group(
+        "arming",
+        "the chart renders its webhook configurations fail-open (failurePolicy: Ignore); "
+        "once serving, kitpin sets the policy they ask for (docs/install.md)",
+    )
+    arm.add_argument(
+        "--arm-webhooks",
+        metavar="NAME[,NAME]",
+        action="append",
+        default=[],
+        help="once serving, set failurePolicy of every webhook in the Mutating- and "
+        "ValidatingWebhookConfigurations of these names (repeatable), and keep it set",
+    )
+    arm.add_argument(
+        "--arm-failure-policy",
+        choices=["Fail", "Ignore"],
+        default="Fail",
+        help="the policy for configurations without a kitpin.dev/failure-policy annotation "
+        "(default Fail)",
+    )
+    arm.add_argument(
+        "--arm-service",
+        metavar="NAME",
+        default=None,
+        help="arm only once this Service in kitpin's namespace has a ready endpoint",
+    )
+    arm.add_argument(
+        "--arm-interval",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="check the armed configurations again this often (a helm upgrade sets them back "
+        "to Ignore; default 10)",
     )
 
 

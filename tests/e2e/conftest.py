@@ -25,7 +25,9 @@ Admission (``kitpin``):
   subprocess with the settings of :data:`SETTINGS` (cache TTL :data:`CACHE_TTL` seconds, so
   stale-if-error is reachable in a test; an extra site for ``ModelDeployment``; one ignored
   namespace) and ``--plain-http-registry`` for each registry. kopf creates the webhook
-  configurations named ``kitpin.dev`` pointing at ``https://127.0.0.1:<port>``; the fixture
+  configurations named ``dev-<port>.kitpin.dev`` (:func:`controller.operator.dev_config_name`;
+  its webhooks ``<handler id>.dev-<port>.kitpin.dev``, :meth:`Kitpin.webhook`) pointing at
+  ``https://127.0.0.1:<port>``; the fixture
   returns once ``/readyz`` answers, both configurations list every handler with its rules,
   and a server-side dry-run of a Pod comes back pinned. At module end kitpin is stopped and
   both configurations are deleted. A failing test's report gets the kitpin log tail, the
@@ -386,6 +388,16 @@ def cronjob(name: str, namespace: str, ref: str) -> dict[str, Any]:
     }
 
 
+def denied_by(handler_id: str) -> re.Pattern[str]:
+    """What the apiserver writes when the webhook ``handler_id`` (``pin-pods``) of a
+    ``kitpin run --dev`` denies: its webhooks are named after its port
+    (``pin-pods.dev-<port>.kitpin.dev``, :func:`controller.operator.dev_config_name`)."""
+    return re.compile(
+        rf'admission webhook "{re.escape(handler_id)}\.dev-[0-9]+\.kitpin\.dev" '
+        "denied the request"
+    )
+
+
 def at(obj: Mapping[str, Any], pointer: str) -> Any:
     """The value at a JSON pointer (``/spec/initContainers/0/env/0/value``)."""
     return sites.get(obj, pointer)
@@ -543,16 +555,25 @@ class Kitpin:
         """The webhooks the tests rely on: every built-in resource and the extra site."""
         extra = sites.ExtraSite.from_mapping(SETTINGS["sites"]["extra"][0])
         resources = [*webhook.BUILTIN_RESOURCES, *webhook.extra_resources([extra])]
-        suffix = kitpin_operator.MANAGED_CONFIG_NAME
-        mutating = {f"{webhook.handler_ids(r)[0]}.{suffix}" for r in resources}
-        validating = {f"{webhook.handler_ids(r)[1]}.{suffix}" for r in resources}
+        mutating = {self.webhook(webhook.handler_ids(r)[0]) for r in resources}
+        validating = {self.webhook(webhook.handler_ids(r)[1]) for r in resources}
         return {"mutating": mutating, "validating": validating}
 
+    @property
+    def config_name(self) -> str:
+        """The webhook configurations of this ``kitpin run --dev`` (both kinds)."""
+        return kitpin_operator.dev_config_name(self.port)
+
+    def webhook(self, handler_id: str) -> str:
+        """The name of a webhook as the apiserver quotes it in a denial
+        (``admission webhook "<name>" denied the request``)."""
+        return f"{handler_id}.{self.config_name}"
+
     def configuration_problems(self) -> list[str]:
-        """What keeps the ``kitpin.dev`` configurations from serving the tests: a missing
-        configuration or webhook, a URL elsewhere, a webhook without rules (its resource is
-        not discovered yet). Empty when ready; the caBundle is recorded then."""
-        name = kitpin_operator.MANAGED_CONFIG_NAME
+        """What keeps the ``dev-<port>.kitpin.dev`` configurations from serving the tests: a
+        missing configuration or webhook, a URL elsewhere, a webhook without rules (its
+        resource is not discovered yet). Empty when ready; the caBundle is recorded then."""
+        name = self.config_name
         problems: list[str] = []
         reads = {
             "mutating": self.api.admission.read_mutating_webhook_configuration,
@@ -584,7 +605,7 @@ class Kitpin:
         try:
             self._until(
                 lambda: not self.configuration_problems(),
-                "the kitpin.dev webhook configurations with every handler and its rules",
+                f"the {self.config_name} webhook configurations with every handler and its rules",
             )
         except procs.HarnessError as e:
             raise procs.HarnessError(f"{e}\n" + "\n".join(self.configuration_problems())) from e
@@ -610,8 +631,8 @@ class Kitpin:
 
     def stop(self) -> None:
         if self.process is not None:
-            self.process.stop()
-        name = kitpin_operator.MANAGED_CONFIG_NAME
+            self.process.stop()  # kitpin deletes its own configurations as it stops
+        name = self.config_name  # should it have been killed
         for delete in (
             self.api.admission.delete_mutating_webhook_configuration,
             self.api.admission.delete_validating_webhook_configuration,

@@ -18,6 +18,7 @@ from tests.e2e.conftest import (
     TIMEOUT,
     Kitpin,
     at,
+    denied_by,
     deployment,
     owned_by,
     pinned_ref,
@@ -43,7 +44,7 @@ def _pull_secret(name: str, namespace: str, host: str) -> dict[str, Any]:
 
 
 def _assert_unauthorized(message: str, host: str, tagged: str) -> None:
-    assert 'admission webhook "pin-pods.kitpin.dev" denied the request' in message
+    assert denied_by("pin-pods").search(message), message
     assert f"cannot pin '{tagged}'" in message
     assert "Unauthorized" in message and "(401)" in message
     assert f"add a pull secret for {host} to the namespace (imagePullSecrets)" in message

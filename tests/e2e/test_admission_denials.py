@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from harness import modelkit
-from tests.e2e.conftest import Kitpin, deployment, pod, ref_to
+from tests.e2e.conftest import Kitpin, denied_by, deployment, pod, ref_to
 
 pytestmark = pytest.mark.e2e
 
@@ -17,7 +17,7 @@ def test_kit_local_reference_is_denied(kitpin: Kitpin, namespace: str) -> None:
 
     assert not applied.ok
     message = applied.stderr
-    assert 'admission webhook "check-deployments.kitpin.dev" denied the request' in message
+    assert denied_by("check-deployments").search(message), message
     assert 'initContainer "kitops-init" env MODELKIT_REF' in message
     assert "'llama:production'" in message
     assert "no registry host" in message and "local storage" in message
@@ -34,7 +34,7 @@ def test_non_modelkit_artifact_is_denied(kitpin: Kitpin, namespace: str, repo: s
 
     assert not created.ok
     message = created.stderr
-    assert 'admission webhook "check-pods.kitpin.dev" denied the request' in message
+    assert denied_by("check-pods").search(message), message
     assert f"'{tagged}@{digest}' resolves to {digest}" in message
     assert "not a ModelKit" in message
     assert "application/vnd.oci.image.config.v1+json" in message
@@ -52,7 +52,7 @@ def test_missing_tag_is_denied_as_not_found(kitpin: Kitpin, namespace: str, repo
 
     assert not created.ok
     message = created.stderr
-    assert 'admission webhook "pin-pods.kitpin.dev" denied the request' in message
+    assert denied_by("pin-pods").search(message), message
     assert f"cannot pin '{tagged}'" in message
     assert "NotFound" in message
     assert "check the repository and tag" in message

@@ -32,6 +32,7 @@ from tests.e2e.conftest import (
     Kitpin,
     Result,
     at,
+    denied_by,
     deployment,
     owned_by,
     pinned_ref,
@@ -225,9 +226,9 @@ def kitpin_events(kitpin: Kitpin, namespace: str) -> list[Any]:
 def denial_of(result: Result, webhook: str) -> str:
     """The denial text of a refused admission, checked to come from ``webhook``."""
     assert not result.ok, f"admitted:\n{result.stdout}"
-    prefix = f'admission webhook "{webhook}.kitpin.dev" denied the request: '
-    assert prefix in result.stderr, result.stderr
-    return result.stderr.split(prefix, 1)[1].strip()
+    found = denied_by(webhook).search(result.stderr)
+    assert found and result.stderr[found.end() :].startswith(": "), result.stderr
+    return result.stderr[found.end() + 2 :].strip()
 
 
 # --------------------------------------------------------------------------- rules x modes
