@@ -91,6 +91,26 @@ build_simple() {
   rm -rf "$out" && mv "$out.tmp" "$out"
 }
 
+# cosign (the signatures kitpin verifies, tests/integration/test_signatures_registry.py): as
+# build_simple, with the version stamped in so that `cosign version` reports it.
+build_cosign() {
+  local v=$COSIGN_VERSION out="$cache/cosign-$COSIGN_VERSION"
+  local pkg=github.com/sigstore/cosign/v2/cmd/cosign
+  if have cosign "$out"; then return; fi
+  log "building cosign $v (a few minutes cold)"
+  local work; work=$(mktemp -d); trap 'rm -rf "$work"' RETURN
+  wrapper_module "$work"
+  (
+    cd "$work"
+    go get "$pkg@$v" >/dev/null 2>&1 || go get "$pkg@$v"
+    mkdir -p "$out.tmp"
+    go build -trimpath -o "$out.tmp/cosign" -ldflags "-s -w \
+      -X sigs.k8s.io/release-utils/version.gitVersion=$v \
+      -X sigs.k8s.io/release-utils/version.gitTreeState=clean" "$pkg"
+  )
+  rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
 # HAProxy (the load balancer of the two-replica e2e test) comes from the distribution, not
 # from Go. When it is missing and we are root, Debian's package is installed (`apt-get update`
 # once, then the install); when it is present, nothing runs and nothing is printed. Otherwise
@@ -126,6 +146,7 @@ start=$(date +%s)
 build_simple etcd "$ETCD_VERSION" etcd go.etcd.io/etcd/server/v3
 build_simple registry "$DISTRIBUTION_VERSION" registry github.com/distribution/distribution/v3/cmd/registry
 build_simple helm "$HELM_VERSION" helm helm.sh/helm/v3/cmd/helm
+build_cosign
 build_kubernetes
 log "tools ready in $cache ($(( $(date +%s) - start ))s)"
 echo "$cache"

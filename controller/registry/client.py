@@ -29,6 +29,7 @@ reference carried.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -271,6 +272,111 @@ class RegistryClient:
         )
         self._verify(answer, expected=digest, target=target)
         return responses.json_object(answer.body, target=target)
+
+    async def get_referrers(
+        self,
+        ref: refs.Reference,
+        digest: str,
+        *,
+        credential: types.Credential | None = None,
+    ) -> Mapping[str, object]:
+        """The OCI image index of the manifests whose ``subject`` is ``digest`` in ``ref``'s
+        repository, as a JSON object (its ``manifests`` are the referrers' descriptors, each
+        with its ``artifactType`` and annotations; unchecked: the caller reads what it needs).
+
+        Asks the OCI 1.1 referrers API, ``GET /v2/<repository>/referrers/<digest>``; a
+        registry without it answers 404, and then the tag schema the OCI distribution spec
+        gives as its fallback is read: the index tagged ``sha256-<hex>`` (what pushing tools
+        maintain there, cosign and oras among them). Neither there: an empty index. Sent
+        through the same cycle as :meth:`get_manifest` (API version check, auth, host policy,
+        redirects, the manifest size cap, bounded JSON), counted as kind ``manifest``; only
+        the first page of a paginated answer (``Link``) is read. Raises only
+        :class:`errors.RegistryError` subclasses."""
+        target = Target(
+            registry=ref.registry,
+            repository=ref.repository,
+            subject=f"referrers of {ref.canonical_name}@{digest}",
+        )
+        self._check_registry(target)
+        if not _SHA256.fullmatch(digest):
+            raise target.error(errors.BadResponseError, f"{digest!r} is not a sha256 digest")
+        try:
+            answer = await self._request(
+                lambda authorization: httpx.Request(
+                    "GET",
+                    f"{self._policy.scheme_for(ref.registry)}://"
+                    f"{requests.endpoint_for(ref.registry)}/v2/{ref.repository}"
+                    f"/referrers/{digest}",
+                    headers={
+                        "Accept": artifacts.OCI_INDEX,
+                        "Accept-Encoding": "identity",
+                        "User-Agent": auth.USER_AGENT,
+                        **({"Authorization": authorization} if authorization else {}),
+                    },
+                ),
+                target=target,
+                credential=credential,
+                kind="manifest",
+                limit=self._max_manifest_bytes,
+            )
+        except errors.NotFoundError:
+            fallback = dataclasses.replace(
+                ref, tag=digest.replace(":", "-"), tag_explicit=True, digest=None
+            )
+            fallback_target = Target(
+                registry=ref.registry,
+                repository=ref.repository,
+                subject=f"referrers tag {fallback.canonical}",
+            )
+            try:
+                answer = await self._request(
+                    lambda authorization: requests.build_manifest_request(
+                        self._policy, fallback, authorization=authorization
+                    ),
+                    target=fallback_target,
+                    credential=credential,
+                    kind="manifest",
+                    limit=self._max_manifest_bytes,
+                )
+            except errors.NotFoundError:
+                return {"schemaVersion": 2, "mediaType": artifacts.OCI_INDEX, "manifests": []}
+            self._verify(answer, expected=None, target=fallback_target)
+            return responses.json_object(answer.body, target=fallback_target)
+        return responses.json_object(answer.body, target=target)
+
+    async def get_blob(
+        self,
+        ref: refs.Reference,
+        digest: str,
+        *,
+        max_bytes: int,
+        credential: types.Credential | None = None,
+    ) -> bytes:
+        """The bytes of blob ``digest`` in ``ref``'s repository (following a redirect to blob
+        storage), at most ``max_bytes`` (more: :class:`errors.ManifestTooLargeError`,
+        Content-Length checked before reading), verified to hash to ``digest``. For small
+        blobs whose exact bytes matter (a signature's payload); sent as :meth:`get_config`
+        sends its request, counted as kind ``blob``. Raises only :class:`errors.RegistryError`
+        subclasses."""
+        target = Target(
+            registry=ref.registry,
+            repository=ref.repository,
+            subject=f"blob {ref.canonical_name}@{digest}",
+        )
+        self._check_registry(target)
+        if not _DIGEST.match(digest):
+            raise target.error(errors.BadResponseError, f"{digest!r} is not a sha256/sha512 digest")
+        answer = await self._request(
+            lambda authorization: requests.build_blob_request(
+                self._policy, ref, digest, authorization=authorization
+            ),
+            target=target,
+            credential=credential,
+            kind="blob",
+            limit=max_bytes,
+        )
+        self._verify(answer, expected=digest, target=target)
+        return answer.body
 
     # -- the request cycle -------------------------------------------------------------------
 
