@@ -2,7 +2,9 @@
 
 1. start a local control plane (etcd, kube-apiserver, kube-controller-manager) and a CNCF
    distribution registry, all on loopback;
-2. pack a small ModelKit and push it as ``demo/llama:production``;
+2. pack a small ModelKit and push it as ``demo/llama:production``: with the real KitOps ``kit``
+   CLI when one is found (``$KITPIN_KIT``, else ``kit`` on ``PATH``), else with the harness
+   packer (``harness/modelkit.py``, which writes the same bytes); the demo prints which;
 3. run kitpin (``kitpin run --dev``) and apply ``examples/`` with kubectl;
 4. show what was applied next to what the apiserver stored, and the ReplicaSet and Pods the
    controller-manager made from it;
@@ -28,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from harness import kit as harness_kit
 from harness import modelkit, procs, tools
 from harness.controlplane import ControlPlane
 from harness.registry import RegistryServer
@@ -35,6 +38,7 @@ from harness.registry import RegistryServer
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 NAMESPACE = "demo"
+REPOSITORY, TAG = "demo/llama", "production"
 KITPIN = ROOT / ".venv" / "bin" / "kitpin"
 
 BOLD, DIM, GREEN, CYAN, RESET = "\033[1m", "\033[2m", "\033[32m", "\033[36m", "\033[0m"
@@ -65,6 +69,33 @@ def kubectl_json(cp: ControlPlane, *args: str) -> Any:
 
 def render(path: Path, registry: str) -> str:
     return path.read_text().replace("${KITPIN_REGISTRY}", registry)
+
+
+def find_kit(workdir: Path) -> tuple[harness_kit.Kit | None, str]:
+    """The real kit (its home under ``workdir``) when one is found, and how the demo packs."""
+    try:
+        kit = harness_kit.Kit(workdir, path=harness_kit.find())
+    except harness_kit.KitNotFoundError:
+        return None, (
+            "the harness packer (harness/modelkit.py): no kit CLI found "
+            f"(set {harness_kit.ENV_VARIABLE} or put kit on PATH)"
+        )
+    return kit, f"the real kit CLI, version {kit.version()} ({kit.path})"
+
+
+def pack_and_push(
+    kit: harness_kit.Kit | None, registry: str, kitfile: dict[str, Any], *, seed: int, work: Path
+) -> str:
+    """Pack ``kitfile`` with files derived from ``seed`` and push it as ``demo/llama:production``
+    (kit: ``kit pack`` + ``kit push --plain-http``); the manifest digest."""
+    files = harness_kit.context_files(kitfile, seed=seed)
+    if kit is None:
+        return modelkit.push_modelkit(
+            registry, REPOSITORY, TAG, kitfile=kitfile, files=files, fmt="kitops"
+        )
+    reference = f"{registry}/{REPOSITORY}:{TAG}"
+    kit.pack(harness_kit.write_context(work / f"modelkit-{seed}", kitfile, files), reference)
+    return kit.push(reference)
 
 
 def start_kitpin(cp: ControlPlane, registry: str, log_dir: Path) -> procs.Process:
@@ -140,10 +171,10 @@ def main() -> int:
         print(f"  control plane ready in {total:.1f}s; registry at {registry}")
 
         step("Packing a ModelKit and pushing it as demo/llama:production")
+        kit, packer = find_kit(work / "kit")
+        print(f"  packing with {packer}")
         kitfile = modelkit.default_kitfile()
-        first = modelkit.push_modelkit(
-            registry, "demo/llama", "production", kitfile=kitfile, files={}, fmt="kitops", seed=1
-        )
+        first = pack_and_push(kit, registry, kitfile, seed=1, work=work)
         print(f"  {registry}/demo/llama:production -> {first}")
 
         step("Starting kitpin (kitpin run --dev: webhooks on 127.0.0.1, kopf-managed configs)")
@@ -213,9 +244,7 @@ def main() -> int:
         show_children(2)
 
         step("Moving the production tag to a new ModelKit in the registry")
-        second = modelkit.push_modelkit(
-            registry, "demo/llama", "production", kitfile=kitfile, files={}, fmt="kitops", seed=2
-        )
+        second = pack_and_push(kit, registry, kitfile, seed=2, work=work)
         resolved = subprocess.run(
             [str(KITPIN), "resolve", "--plain-http", applied_ref],
             capture_output=True,

@@ -1,8 +1,10 @@
 """A ModelKit packer and pusher that writes what ``kit pack`` + ``kit push`` write on the wire.
 
-The real ``kit`` CLI cannot be built here, so the tests pack ModelKits themselves, faithfully,
-and push them to the real registry through the OCI distribution API (blob upload by
-``POST /v2/<repo>/blobs/uploads/`` + ``PUT ?digest=``, then ``PUT /v2/<repo>/manifests/<tag>``).
+The real ``kit`` CLI is not served by the Go module proxy, so the tools cache cannot build it:
+the tests pack ModelKits themselves, faithfully, and push them to the real registry through the
+OCI distribution API (blob upload by ``POST /v2/<repo>/blobs/uploads/`` + ``PUT ?digest=``, then
+``PUT /v2/<repo>/manifests/<tag>``). Where a ``kit`` binary is found (:mod:`harness.kit`),
+``tests/kit/`` checks that this packer writes what ``kit pack`` writes (docs/kit.md).
 
 What kit produces (KitOps source, ``kitops-ml/kitops``):
 
@@ -30,18 +32,18 @@ What kit produces (KitOps source, ``kitops-ml/kitops``):
 
 Go's ``json.Marshal`` is compact, keeps struct field order, sorts map keys and escapes
 ``<``, ``>``, ``&``, U+2028 and U+2029: :func:`go_json` reproduces that byte for byte.
-Layer tars are reproducible (zero mtime, uid 1000, gid 0, no user/group names) like kit's.
+Layer tars are byte for byte kit's for regular files (:func:`tar_layer`; zero mtime, uid 1000,
+gid 0, no user/group names), so a ModelKit packed here has the digest ``kit pack`` gives the
+same Kitfile and files (at mode ``0644``) when ``cli_version`` is that kit's version.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import json
 import re
 import ssl
-import tarfile
 import urllib.parse
 from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -306,32 +308,64 @@ def payload(path: str, seed: int, size: int = 4096) -> bytes:
 
 
 def tar_layer(path: str, content: bytes) -> bytes:
-    """An uncompressed tar holding ``path`` (with its parent directories), as kit writes it:
-    zero mtime, uid 1000, gid 0, no owner names."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        parts = path.strip("/").split("/")
-        for i in range(1, len(parts)):
-            info = tarfile.TarInfo("/".join(parts[:i]))
-            info.type = tarfile.DIRTYPE
-            _kit_header(info, 0o755)
-            tar.addfile(info)
-        info = tarfile.TarInfo("/".join(parts))
-        info.size = len(content)
-        _kit_header(info, 0o644)
-        tar.addfile(info, io.BytesIO(content))
-        end = tar.offset
-    # Go's tar writer ends with two zero blocks; Python also pads to a 10 KiB record.
-    return buf.getvalue()[: end + 2 * tarfile.BLOCKSIZE]
+    """An uncompressed tar holding ``path`` (with its parent directories), byte for byte as
+    kit writes it with Go's ``archive/tar`` (checked against ``kit pack`` by
+    ``tests/kit/test_kit_conformance.py``): USTAR headers, zero mtime, uid 1000, gid 0, no
+    owner names, directories ``0755`` named without a trailing ``/``, the file ``0644`` (kit
+    keeps a file's own permission bits; the packer has no file on disk), device numbers
+    written as octal zeros, then two zero blocks and no padding to a 10 KiB record.
+
+    The headers are written here, not by :mod:`tarfile`: its bytes differ from Go's (a ``/``
+    after directory names, NUL device fields) and between CPython releases."""
+    parts = path.strip("/").split("/")
+    out = bytearray()
+    for i in range(1, len(parts)):
+        out += _tar_header("/".join(parts[:i]), mode=0o755, size=0, typeflag=b"5")
+    out += _tar_header("/".join(parts), mode=0o644, size=len(content), typeflag=b"0")
+    out += content + b"\0" * (-len(content) % _TAR_BLOCK)
+    return bytes(out + b"\0" * (2 * _TAR_BLOCK))
 
 
-def _kit_header(info: tarfile.TarInfo, mode: int) -> None:
-    info.mode = mode
-    info.mtime = 0
-    info.uid = 1000
-    info.gid = 0
-    info.uname = ""
-    info.gname = ""
+_TAR_BLOCK = 512
+
+
+def _tar_octal(value: int, width: int) -> bytes:
+    """A numeric header field as Go writes it: zero-padded octal digits, then a NUL."""
+    digits = f"{value:o}".rjust(width - 1, "0")
+    if len(digits) >= width:
+        raise PackError(f"{value} does not fit a {width}-byte USTAR field (kit would use PAX)")
+    return digits.encode() + b"\0"
+
+
+def _tar_header(name: str, *, mode: int, size: int, typeflag: bytes) -> bytes:
+    """One USTAR header block (POSIX.1-1988 layout)."""
+    raw = name.encode()
+    if len(raw) > 100 or not name.isascii():
+        raise PackError(
+            f"layer path {name!r}: the packer writes names of up to 100 ASCII bytes only "
+            "(kit writes longer or non-ASCII names with a USTAR prefix or PAX records)"
+        )
+    header = b"".join(
+        [
+            raw.ljust(100, b"\0"),  # name
+            _tar_octal(mode, 8),
+            _tar_octal(1000, 8),  # uid
+            _tar_octal(0, 8),  # gid
+            _tar_octal(size, 12),
+            _tar_octal(0, 12),  # mtime
+            b" " * 8,  # checksum, computed over the block with these blanks
+            typeflag,
+            b"\0" * 100,  # linkname
+            b"ustar\x0000",  # magic + version
+            b"\0" * 32,  # uname
+            b"\0" * 32,  # gname
+            _tar_octal(0, 8),  # devmajor
+            _tar_octal(0, 8),  # devminor
+            b"\0" * 155,  # prefix
+        ]
+    ).ljust(_TAR_BLOCK, b"\0")
+    checksum = f"{sum(header):06o}".encode() + b"\0 "
+    return header[:148] + checksum + header[156:]
 
 
 def _content_for(spec: LayerSpec, files: Mapping[str, bytes], seed: int) -> bytes:
