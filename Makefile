@@ -11,6 +11,10 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 KITPIN_DEV_DIR ?= .dev
 export KITPIN_DEV_DIR
+# NODE=1 adds a node (kube-scheduler, kubelet, containerd) to dev-up and demo: Pods run
+# (docs/node.md; needs root; builds/installs what it needs with `hack/tools.sh node`).
+NODE ?=
+NODE_FLAG = $(if $(filter 1,$(NODE)),--node)
 
 ##@ General
 
@@ -93,8 +97,8 @@ verify: venv tools ## Regenerate the chart's CRDs and deploy/ (make manifests); 
 ##@ Local cluster
 
 .PHONY: dev-up
-dev-up: venv tools ## Start a local control plane + registry; writes $(KITPIN_DEV_DIR)/env.
-	$(PY) -m harness.dev up
+dev-up: venv tools ## Start a local control plane + registry; writes $(KITPIN_DEV_DIR)/env (NODE=1: and a node, Pods run).
+	$(PY) -m harness.dev up $(NODE_FLAG)
 
 .PHONY: dev-down
 dev-down: venv ## Stop what dev-up started.
@@ -122,5 +126,5 @@ bench: venv tools $(VENV)/.bench-installed ## Benchmarks -> bench/results/latest
 ##@ Demo
 
 .PHONY: demo
-demo: venv tools ## The main job on an embedded default: local cluster + registry + ModelKit + kitpin, a pinned workload.
-	$(PY) -m hack.demo
+demo: venv tools ## The main job on an embedded default: local cluster + registry + ModelKit + kitpin, a pinned workload (NODE=1: its Pods run kit unpack).
+	$(PY) -m hack.demo $(NODE_FLAG)

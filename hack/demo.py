@@ -13,10 +13,17 @@
 Everything is torn down at the end; ``KEEP=1`` keeps it running until Ctrl-C. Everything
 the demo writes (etcd data, registry storage, logs, kitpin's dev certificates) lives in one
 temporary directory, removed at the end whatever happened (a failure prints the logs first).
+
+``make demo NODE=1`` (``python -m hack.demo --node``) adds a node (``harness/node.py``,
+docs/node.md: kube-scheduler, kubelet, containerd; needs root and the real kit CLI): the
+Deployment's Pods run, their init container runs ``kit unpack`` of the reference kitpin
+pinned, and the demo prints the sha256 of the files each replica unpacked (its app
+container's log, read through the apiserver and the kubelet) before and after the tag moved.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -30,8 +37,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from harness import kit as harness_kit
 from harness import modelkit, procs, tools
+from harness import node as harness_node
 from harness.controlplane import ControlPlane
 from harness.registry import RegistryServer
 
@@ -154,14 +164,60 @@ def start_kitpin(cp: ControlPlane, registry: str, log_dir: Path) -> procs.Proces
     return process
 
 
-def main() -> int:
+# -- NODE=1: the Pods run ------------------------------------------------------------------
+
+
+def node_manifest(text: str, node: harness_node.Node) -> str:
+    """``examples/deployment.yaml`` made to run on the node: the kit image unpacks the
+    pinned ModelKit, busybox prints the sha256 of every file (:func:`harness_node.run_on_node`)."""
+    assert node.images is not None
+    doc = yaml.safe_load(text)
+    template = doc["spec"]["template"]
+    template["spec"] = harness_node.run_on_node(template["spec"], node.images)
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def show_unpacked(cp: ControlPlane, count: int) -> dict[str, dict[str, str]]:
+    """Wait for ``count`` running replicas; print and return what each unpacked."""
+    pods = harness_node.wait_running(cp, NAMESPACE, "app=llama", count)
+    seen: dict[str, dict[str, str]] = {}
+    for pod in sorted(pods, key=lambda p: p["metadata"]["creationTimestamp"]):
+        name = pod["metadata"]["name"]
+        ref = pod["spec"]["initContainers"][0]["env"][0]["value"]
+        seen[name] = harness_node.unpacked_hashes(cp, NAMESPACE, name, "server")
+        print(f"  Pod {name}  kit unpack {ref.rsplit('/', 1)[-1][:40]}…")
+        for path, digest in seen[name].items():
+            print(f"      {digest[:16]}…  {path}")
+    return seen
+
+
+def expected_hashes(kitfile: dict[str, Any], seed: int) -> dict[str, str]:
+    files = harness_kit.context_files(kitfile, seed=seed)
+    return {
+        path: modelkit.sha256_digest(data).removeprefix("sha256:") for path, data in files.items()
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hack.demo", description="make demo")
+    parser.add_argument(
+        "--node",
+        action="store_true",
+        help="add a node: Pods run and kit unpacks (make demo NODE=1)",
+    )
+    on_node = parser.parse_args(argv).node
     started = time.monotonic()
     tools.ensure("kube-apiserver", "kube-controller-manager", "etcd", "registry")
     work = Path(tempfile.mkdtemp(prefix="kitpin-demo-"))
     keep = os.environ.get("KEEP") == "1"
     kitpin: procs.Process | None = None
-    cp = ControlPlane(run_dir=work / "controlplane")
+    node = harness_node.Node(work / "node", log_dir=work / "logs") if on_node else None
+    cp = ControlPlane(
+        run_dir=work / "controlplane",
+        extra_apiserver_flags=node.apiserver_flags() if node is not None else (),
+    )
     registry_server = RegistryServer(workdir=work / "registry")
+    node_clean = True
     try:
         step("Starting a local control plane (etcd, kube-apiserver, kube-controller-manager)")
         cp.start()
@@ -170,8 +226,23 @@ def main() -> int:
         total = max(cp.startup_seconds.values(), default=0.0)  # cumulative per component
         print(f"  control plane ready in {total:.1f}s; registry at {registry}")
 
-        step("Packing a ModelKit and pushing it as demo/llama:production")
         kit, packer = find_kit(work / "kit")
+        if node is not None:
+            step("Starting a node (containerd, kube-scheduler, kubelet; images from the registry)")
+            if kit is None:
+                raise procs.HarnessError(
+                    f"NODE=1 runs the real kit in the Pods: {packer.split(': ', 1)[-1]}"
+                )
+            node.start(cp, registry=registry, kit=kit.path)
+            assert node.images is not None
+            print(
+                f"  node {harness_node.NODE_NAME} Ready in {node.startup_seconds['total']:.1f}s "
+                f"({node.snapshotter} snapshotter); images assembled and pushed:"
+            )
+            for name, ref in node.images.as_dict().items():
+                print(f"    {name:8} {ref}")
+
+        step("Packing a ModelKit and pushing it as demo/llama:production")
         print(f"  packing with {packer}")
         kitfile = modelkit.default_kitfile()
         first = pack_and_push(kit, registry, kitfile, seed=1, work=work)
@@ -197,9 +268,11 @@ def main() -> int:
 
         step("kubectl apply -f examples/deployment.yaml -f examples/inferenceservice.yaml")
         for name in ("deployment.yaml", "inferenceservice.yaml"):
-            result = cp.kubectl(
-                "apply", "-n", NAMESPACE, "-f", "-", input=render(EXAMPLES / name, registry)
-            )
+            text = render(EXAMPLES / name, registry)
+            if node is not None and name == "deployment.yaml":
+                text = node_manifest(text, node)
+                print("  (on the node: the kit image unpacks MODELKIT_REF, busybox hashes it)")
+            result = cp.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=text)
             print("  " + result.stdout.strip())
 
         applied_ref = f"{registry}/demo/llama:production"
@@ -240,8 +313,14 @@ def main() -> int:
                 print(f"  Pod        {pod['metadata']['name']:<28} {ref}")
             print(f"  ReplicaSets: {len(replicasets)}")
 
-        step("The ReplicaSet and Pods the controller-manager made (no scheduler: Pending)")
-        show_children(2)
+        if node is None:
+            step("The ReplicaSet and Pods the controller-manager made (no scheduler: Pending)")
+            show_children(2)
+        else:
+            step("The ReplicaSet and Pods the controller-manager made, running on the node")
+            show_children(2)
+            step("What each replica's kit unpacked (sha256 from its log: apiserver -> kubelet)")
+            before = show_unpacked(cp, 2)
 
         step("Moving the production tag to a new ModelKit in the registry")
         second = pack_and_push(kit, registry, kitfile, seed=2, work=work)
@@ -259,6 +338,22 @@ def main() -> int:
         show_children(3)
         refs = {p["spec"]["initContainers"][0]["env"][0]["value"] for p in pods()}
         assert refs == {f"{applied_ref}@{first}"}, refs
+        if node is not None:
+            step("What each replica's kit unpacked after the tag moved")
+            after = show_unpacked(cp, 3)
+            wanted = expected_hashes(kitfile, seed=1)
+            moved = expected_hashes(kitfile, seed=2)
+            new_pods = set(after) - set(before)
+            assert new_pods and all(h == wanted for h in after.values()), after
+            print(
+                f"\n  {len(after)} replicas (new: {', '.join(sorted(new_pods))}) unpacked the "
+                f"same {len(wanted)} files, byte for byte the first ModelKit's;"
+            )
+            print(
+                "  the moved tag serves other bytes, e.g. "
+                f"{next(iter(moved))} {moved[next(iter(moved))][:16]}… "
+                f"(pinned: {wanted[next(iter(wanted))][:16]}…)"
+            )
         print(
             f"\n{BOLD}{GREEN}Every replica runs {short(first)} although the tag moved to "
             f"{short(second)}.{RESET}"
@@ -275,16 +370,29 @@ def main() -> int:
         if kitpin is not None:
             print(kitpin.log_tail(), file=sys.stderr)
         print(cp.logs(), file=sys.stderr)
+        if node is not None:
+            print(node.logs(), file=sys.stderr)
         return 1
     finally:
         step("Tearing down")
         try:
             if kitpin is not None:
                 kitpin.stop()
+            if node is not None:
+                try:
+                    node.stop(keep_run_dir=True)  # containers, mounts, cgroups, host files
+                except harness_node.NodeError as e:
+                    node_clean = False
+                    print(
+                        f"  {e}\n  kept {work}: run `python -m harness.node cleanup "
+                        f"{node.run_dir}` as root",
+                        file=sys.stderr,
+                    )
             registry_server.stop()
             cp.stop()
         finally:
-            shutil.rmtree(work, ignore_errors=True)  # etcd data, registry storage, logs
+            if node_clean:
+                shutil.rmtree(work, ignore_errors=True)  # etcd data, registry storage, logs
         print("  done")
 
 

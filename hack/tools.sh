@@ -5,6 +5,11 @@
 #                            the tools directory
 #   hack/tools.sh dir        print the directory only (nothing is built)
 #   hack/tools.sh haproxy    only install HAProxy (Debian's package) if it is missing
+#   hack/tools.sh node       what `NODE=1` needs besides the default tools (docs/node.md):
+#                            kubelet and kube-scheduler (same Kubernetes version as the
+#                            apiserver), and containerd, runc, busybox-static and
+#                            containernetworking-plugins from Debian if missing; the default
+#                            build builds neither
 #
 # Layout: $KITPIN_TOOLS_CACHE/<tool>-<version>/<binary>; a build is reused when present.
 # KITPIN_TOOLS_DIR (a directory holding the binaries, e.g. envtest's) skips the build
@@ -30,10 +35,14 @@ wrapper_module() {
   (cd "$1" && go mod init kitpin.dev/toolbuild >/dev/null 2>&1)
 }
 
+# build_kubernetes [BINARY...]: the Kubernetes binaries (default kube-apiserver,
+# kube-controller-manager, kubectl; `node` adds kube-scheduler and kubelet), all from the one
+# k8s.io/kubernetes module version, so a node runs the apiserver's version.
 build_kubernetes() {
   local v=$KUBERNETES_VERSION out="$cache/kubernetes-$KUBERNETES_VERSION"
-  local bins=() b
-  for b in kube-apiserver kube-controller-manager kubectl; do have "$b" "$out" || bins+=("$b"); done
+  local bins=() b wanted=("$@")
+  [ ${#wanted[@]} -eq 0 ] && wanted=(kube-apiserver kube-controller-manager kubectl)
+  for b in "${wanted[@]}"; do have "$b" "$out" || bins+=("$b"); done
   [ ${#bins[@]} -eq 0 ] && return
   log "building ${bins[*]} $v (several minutes cold)"
   local work; work=$(mktemp -d); trap 'rm -rf "$work"' RETURN
@@ -54,17 +63,11 @@ PY
     for m in $staging; do args+=("-replace=$m=$m@$patch"); done
     go mod edit "${args[@]}"
     go get "k8s.io/kubernetes@$v" >/dev/null 2>&1 || go get "k8s.io/kubernetes@$v"
-    cat > tools.go <<'GO'
-//go:build tools
-
-package tools
-
-import (
-	_ "k8s.io/kubernetes/cmd/kube-apiserver"
-	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
-	_ "k8s.io/kubernetes/cmd/kubectl"
-)
-GO
+    {
+      printf '//go:build tools\n\npackage tools\n\nimport (\n'
+      for b in "${bins[@]}"; do printf '\t_ "k8s.io/kubernetes/cmd/%s"\n' "$b"; done
+      printf ')\n'
+    } > tools.go
     go mod tidy >/dev/null 2>&1 || go mod tidy
     local ld="-s -w -X k8s.io/component-base/version.gitVersion=$v -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
     mkdir -p "$out"
@@ -133,11 +136,51 @@ ensure_haproxy() {
   haproxy_bin >/dev/null || { log "apt-get installed haproxy but it is not on PATH"; return 1; }
 }
 
+# The node (`NODE=1`, harness/node.py) runs Debian's containerd and runc, and assembles its
+# images from Debian's static busybox; a loopback-only CNI configuration needs the plugins'
+# directory. Installed like HAProxy when missing and root; nothing is started: the Debian
+# package's service is never run here (no init system starts it, and policy-rc.d says no).
+node_packages_missing() {
+  local missing=()
+  PATH="$PATH:/usr/sbin:/usr/local/sbin" command -v containerd >/dev/null || missing+=(containerd)
+  PATH="$PATH:/usr/sbin:/usr/local/sbin" command -v runc >/dev/null || missing+=(runc)
+  dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
+  [ -x /usr/lib/cni/loopback ] || missing+=(containernetworking-plugins)
+  echo "${missing[@]}"
+}
+ensure_node_packages() {
+  local missing; missing=$(node_packages_missing)
+  [ -z "$missing" ] && return 0
+  if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
+    log "the node needs: $missing (Debian/Ubuntu: sudo apt-get install -y $missing)"
+    return 1
+  fi
+  log "installing $missing (apt-get)"
+  local out policy=/usr/sbin/policy-rc.d own_policy=0 ok=1
+  out=$(mktemp)
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod 755 "$policy" && own_policy=1
+  fi
+  # shellcheck disable=SC2086 # a list of package names
+  { DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
+  } >"$out" 2>&1 || ok=0
+  [ "$own_policy" = 1 ] && rm -f "$policy"
+  if [ "$ok" = 0 ]; then
+    cat "$out" >&2; rm -f "$out"; log "apt-get could not install $missing (output above)"; return 1
+  fi
+  rm -f "$out"
+  missing=$(node_packages_missing)
+  [ -z "$missing" ] || { log "apt-get ran but still missing: $missing"; return 1; }
+}
+
+node=0
 case "${1:-build}" in
   dir) echo "$cache"; exit 0 ;;
   haproxy) ensure_haproxy; exit $? ;;
   build) ensure_haproxy ;;
-  *) echo "usage: hack/tools.sh [build|dir|haproxy]" >&2; exit 2 ;;
+  node) node=1; ensure_haproxy; ensure_node_packages ;;
+  *) echo "usage: hack/tools.sh [build|dir|haproxy|node]" >&2; exit 2 ;;
 esac
 
 command -v go >/dev/null || { echo "tools: Go is required to build the tools (or set KITPIN_TOOLS_DIR)" >&2; exit 1; }
@@ -147,6 +190,10 @@ build_simple etcd "$ETCD_VERSION" etcd go.etcd.io/etcd/server/v3
 build_simple registry "$DISTRIBUTION_VERSION" registry github.com/distribution/distribution/v3/cmd/registry
 build_simple helm "$HELM_VERSION" helm helm.sh/helm/v3/cmd/helm
 build_cosign
-build_kubernetes
+if [ "$node" = 1 ]; then
+  build_kubernetes kube-apiserver kube-controller-manager kubectl kube-scheduler kubelet
+else
+  build_kubernetes
+fi
 log "tools ready in $cache ($(( $(date +%s) - start ))s)"
 echo "$cache"

@@ -1,6 +1,7 @@
 """A long-lived local environment for humans: ``make dev-up`` / ``make dev-down``.
 
     python -m harness.dev up       # control plane + plain-HTTP registry, detached
+    python -m harness.dev up --node  # ... and a node: Pods run (make dev-up NODE=1, docs/node.md)
     python -m harness.dev status   # exit 0 when everything is up
     python -m harness.dev down     # stop everything, remove the state (logs are kept)
 
@@ -11,6 +12,8 @@ State lives in ``$KITPIN_DEV_DIR`` (default ``<repo>/.dev``)::
                     `export PATH=...` with the pinned kubectl and helm (tools cache) first
     controlplane/   etcd data, PKI, kubeconfig
     registry/       registry config, storage and log (the log is kept in logs/ by `down`)
+    node/           with --node: containerd and kubelet state (harness/node.py); `down` kills
+                    its containers, unmounts and restores what the node changed on the host
     logs/           one log per component (appended to across runs; kept by `down`)
 
 ``kitpin run --dev`` reads the same ``env``: the registry (trusted over plain HTTP) and, when
@@ -35,6 +38,8 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from harness import kit as harness_kit
+from harness import node as harness_node
 from harness import procs, tools
 from harness.controlplane import ControlPlane
 from harness.registry import RegistryServer
@@ -118,6 +123,17 @@ def _stop_recorded(state: dict[str, object]) -> None:
             _stop_group(pid, binary)
 
 
+def _cleanup_node(directory: Path) -> None:
+    """With ``--node``: what :func:`harness_node.cleanup` undoes (containers, mounts,
+    cgroups, host files), before the node's directory is removed. Nothing otherwise."""
+    if (directory / "node" / "node.json").exists():
+        try:
+            harness_node.cleanup(directory / "node")
+        except harness_node.NodeError as e:
+            print(f"{e}\nnot removing {directory / 'node'}", file=sys.stderr)
+            raise
+
+
 def _clear(directory: Path) -> None:
     """Remove everything in ``directory`` except ``logs/``; logs kept elsewhere (the
     registry's, in its work dir) are appended to ``logs/<name>`` first."""
@@ -147,15 +163,22 @@ def _usage(directory: Path, state: dict[str, object]) -> str:
         shown = env.relative_to(Path.cwd())
     except ValueError:
         shown = env
+    node = state.get("node")
+    on_node = (
+        f"node {node.get('name')}: Pods with hostNetwork: true run (docs/node.md)\n"
+        if isinstance(node, dict)
+        else ""
+    )
     return (
         f"kube-apiserver {state.get('apiserver')}, registry {state.get('registry')}\n"
+        f"{on_node}"
         f"use it:  . {shown} && kubectl get ns\n"
         f"logs:    {directory / 'logs'}/\n"
         f"stop it: make dev-down  (python -m harness.dev down)"
     )
 
 
-def up(directory: Path) -> int:
+def up(directory: Path, *, node: bool = False) -> int:
     state = _load_state(directory)
     if state is not None:
         if all(_alive(c) for c in _components(state)):
@@ -164,31 +187,54 @@ def up(directory: Path) -> int:
             return 0
         print("dev environment partly down: cleaning up and starting afresh", file=sys.stderr)
         _stop_recorded(state)
+        _cleanup_node(directory)
         _clear(directory)
 
     binaries = tools.ensure(
         "etcd", "kube-apiserver", "kube-controller-manager", "registry", "kubectl", "helm"
     )
     directory.mkdir(parents=True, exist_ok=True)
+    _cleanup_node(directory)
     _clear(directory)  # leftovers of a crashed `up` (etcd data, certs)
     log_dir = directory / "logs"
     started = time.monotonic()
-    cp = ControlPlane(directory / "controlplane", log_dir=log_dir)
+    the_node = harness_node.Node(directory / "node", log_dir=log_dir) if node else None
+    flags = the_node.apiserver_flags() if the_node is not None else ()
+    cp = ControlPlane(directory / "controlplane", log_dir=log_dir, extra_apiserver_flags=flags)
     registry: procs.Process | None = None
     try:
         cp.start()
         registry, address = start_registry(directory / "registry")
+        if the_node is not None:
+            kit: Path | None = None
+            with contextlib.suppress(harness_kit.KitNotFoundError):
+                kit = harness_kit.find()  # the kit image only when there is a kit
+            the_node.start(cp, registry=address, kit=kit)
     except BaseException as e:
+        node_clean = True
+        if the_node is not None:
+            try:
+                the_node.stop(keep_run_dir=True)
+            except harness_node.NodeError as stop_error:
+                node_clean = False
+                print(
+                    f"{stop_error}\nkept {directory}: `python -m harness.node cleanup "
+                    f"{the_node.run_dir}` as root, then `make dev-down`",
+                    file=sys.stderr,
+                )
         cp.stop()
         if registry is not None:
             registry.stop()
-        _clear(directory)
+        if node_clean:
+            _clear(directory)
         print(f"dev-up failed: {e}", file=sys.stderr)
         if not isinstance(e, procs.HarnessError):
             raise
         return 1
 
     processes = [*cp.processes, registry]
+    if the_node is not None:
+        processes += the_node.processes
     state = {
         "processes": [
             {"name": p.name, "pid": p.pid, "binary": p.argv[0], "log": str(p.log_path)}
@@ -198,26 +244,38 @@ def up(directory: Path) -> int:
         "kubeconfig": str(cp.kubeconfig),
         "registry": address,
     }
+    node_images = the_node.images.as_dict() if the_node and the_node.images else None
+    if node_images is not None:
+        state["node"] = {"name": harness_node.NODE_NAME, "images": node_images}
     (directory / "state.json").write_text(json.dumps(state, indent=2) + "\n")
-    (directory / "env").write_text(env_file(cp.kubeconfig, address, binaries))
+    (directory / "env").write_text(env_file(cp.kubeconfig, address, binaries, node_images))
     print(f"dev environment up in {time.monotonic() - started:.1f}s ({directory})")
     print(_usage(directory, state))
     return 0
 
 
-def env_file(kubeconfig: Path, registry: str, binaries: Mapping[str, Path]) -> str:
+def env_file(
+    kubeconfig: Path,
+    registry: str,
+    binaries: Mapping[str, Path],
+    node_images: Mapping[str, str] | None = None,
+) -> str:
     """The text of ``<dev dir>/env``: the cluster, the registry, and the pinned kubectl and
-    helm ahead of any others on ``PATH`` (the versions the tests use)."""
+    helm ahead of any others on ``PATH`` (the versions the tests use); with a node, the
+    images it can run (``KITPIN_NODE_IMAGE_BUSYBOX``, ``..._KIT``: pinned references)."""
     dirs: list[str] = []
     for name in ("kubectl", "helm"):
         if name in binaries and str(binaries[name].parent) not in dirs:
             dirs.append(str(binaries[name].parent))
     path = ":".join([*(shlex.quote(d) for d in dirs), '"$PATH"'])
-    return (
+    text = (
         f"export KUBECONFIG={shlex.quote(str(kubeconfig))}\n"
         f"export KITPIN_REGISTRY={registry}\n"
         f"export PATH={path}\n"
     )
+    for name, ref in (node_images or {}).items():
+        text += f"export KITPIN_NODE_IMAGE_{name.upper()}={ref}\n"
+    return text
 
 
 def down(directory: Path) -> int:
@@ -225,6 +283,7 @@ def down(directory: Path) -> int:
     if state is None:
         return 0
     _stop_recorded(state)
+    _cleanup_node(directory)
     _clear(directory)
     print(f"dev environment stopped; logs kept in {directory / 'logs'}/")
     return 0
@@ -253,9 +312,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Local control plane + registry for development ($KITPIN_DEV_DIR, .dev/).",
     )
     parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument(
+        "--node",
+        action="store_true",
+        help="up: also a node (kube-scheduler, kubelet, containerd): Pods run (docs/node.md)",
+    )
     args = parser.parse_args(argv)
     directory = dev_dir()
-    commands = {"up": up, "down": down, "status": status}
+    if args.command == "up":
+        return up(directory, node=args.node)
+    commands = {"down": down, "status": status}
     return commands[args.command](directory)
 
 
