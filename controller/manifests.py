@@ -479,10 +479,7 @@ def _document(
             if findings is sites.EMPTY:
                 continue
             what = _describe(item)
-            owned = (
-                item.get("kind") in pinning.TEMPLATE_KINDS
-                and sites.controller_owner(item) is not None
-            )
+            owned = sites.is_template(item, settings) and sites.controller_owner(item) is not None
             if base:  # a list item: items[2], or items[0].items[1] in nested lists
                 steps = base.split("/")[1:]
                 pairs = zip(steps[::2], steps[1::2], strict=True)

@@ -249,11 +249,27 @@ SETTINGS_KEYS: Final = (
         owner=sites.SitesSettings,
         field="kit_cli_images",
     ),
+    Key(
+        path="sites.uriPrefixes",
+        kind="strings",
+        owner=sites.SitesSettings,
+        field="uri_prefixes",
+        default="[]",
+    ),
+    Key(
+        path="sites.disabledDefaults",
+        kind="strings",
+        owner=sites.SitesSettings,
+        field="disabled_defaults",
+        default="[]",
+        note="The shipped defaults, their paths and where each comes from: docs/sites.md.",
+    ),
     Key(path="sites.extra", kind="mappings", owner=sites.SitesSettings, field="extra_sites"),
     Key(path="sites.extra[].group", kind="string", owner=sites.ExtraSite, field="group"),
     Key(path="sites.extra[].kind", kind="string", owner=sites.ExtraSite, field="kind"),
     Key(path="sites.extra[].versions", kind="strings", owner=sites.ExtraSite, field="versions"),
     Key(path="sites.extra[].paths", kind="strings", owner=sites.ExtraSite, field="paths"),
+    Key(path="sites.extra[].podSpecs", kind="strings", owner=sites.ExtraSite, field="pod_specs"),
     Key(
         path="sites.extra[].grammar",
         kind="choice",
@@ -466,6 +482,19 @@ def parse_settings_document(document: object, *, source: str) -> Settings:
             site_settings,
             kit_cli_images=_strings(site_doc["kitCliImages"], source, "sites.kitCliImages"),
         )
+    if "uriPrefixes" in site_doc:
+        prefixes = _strings(site_doc["uriPrefixes"], source, "sites.uriPrefixes")
+        try:
+            site_settings = replace(site_settings, uri_prefixes=sites.check_uri_prefixes(prefixes))
+        except errors.ConfigError as e:
+            raise _fail(source, "sites.uriPrefixes", str(e).partition(": ")[2]) from e
+    if "disabledDefaults" in site_doc:
+        names = _strings(site_doc["disabledDefaults"], source, "sites.disabledDefaults")
+        try:
+            disabled = sites.check_disabled_defaults(names)
+        except errors.ConfigError as e:
+            raise _fail(source, "sites.disabledDefaults", str(e).partition(": ")[2]) from e
+        site_settings = replace(site_settings, disabled_defaults=disabled)
     if "extra" in site_doc:
         extra = site_doc["extra"]
         if not isinstance(extra, list):

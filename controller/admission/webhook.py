@@ -5,7 +5,11 @@ One mutating and one validating handler per resource kind, each with a DNS-safe 
 also its URL path (``/pin-pods``, ``/check-deployments``, ...), so kopf routes a review
 straight to its one handler. The Helm chart's webhook configurations use these paths, and
 the fast path (:mod:`controller.admission.fastpath`) serves the same paths (:func:`routes`)
-before kopf does. Also registered here: the indexes of namespace labels and parsed policies
+before kopf does. Resources (:data:`BUILTIN_RESOURCES`): Kubernetes' own workloads and
+PodTemplates, KServe's InferenceService, and the custom resources kitpin reads out of the box
+(:data:`controller.sites.DEFAULT_SITES`: LeaderWorkerSet, JobSet, Ray, Knative, KServe's
+LLMInferenceService, Kubeflow, Argo Rollouts, Volcano), then the extra sites of the settings
+(:func:`extra_resources`). Also registered here: the indexes of namespace labels and parsed policies
 (:mod:`controller.admission.indexes`), the policy objects' validating webhook and their
 ``status``.
 
@@ -49,7 +53,7 @@ class WebhookResource:
         return name if not self.group else f"{name}-{self.group.replace('.', '-')}"
 
 
-BUILTIN_RESOURCES: tuple[WebhookResource, ...] = (
+CORE_RESOURCES: tuple[WebhookResource, ...] = (
     WebhookResource(group="", version="v1", plural="pods"),
     WebhookResource(
         group="",
@@ -58,6 +62,7 @@ BUILTIN_RESOURCES: tuple[WebhookResource, ...] = (
         subresource="ephemeralcontainers",
         operations=("UPDATE",),
     ),
+    WebhookResource(group="", version="v1", plural="podtemplates"),
     WebhookResource(group="", version="v1", plural="replicationcontrollers"),
     WebhookResource(group="apps", version="v1", plural="deployments"),
     WebhookResource(group="apps", version="v1", plural="statefulsets"),
@@ -67,6 +72,18 @@ BUILTIN_RESOURCES: tuple[WebhookResource, ...] = (
     WebhookResource(group="batch", version="v1", plural="cronjobs"),
     WebhookResource(group="serving.kserve.io", version="v1beta1", plural="inferenceservices"),
 )
+"""The kinds kitpin has code for: Kubernetes' own workloads and KServe's InferenceService."""
+
+DEFAULT_RESOURCES: tuple[WebhookResource, ...] = tuple(
+    WebhookResource(group=site.group, kind=site.kind) for site in sites.DEFAULT_SITES.values()
+)
+"""The shipped custom resources (:data:`controller.sites.DEFAULT_SITES`), by group and kind
+(every version), like the extra sites: handler ids ``pin-<kind>-<group>``."""
+
+BUILTIN_RESOURCES: tuple[WebhookResource, ...] = CORE_RESOURCES + DEFAULT_RESOURCES
+"""Every resource kitpin registers whatever its settings: a shipped default turned off in
+settings keeps its handler (it finds nothing); the chart leaves it out of the webhook
+configurations, so the apiserver never calls it."""
 
 _HANDLER_IDS = {  # short, stable ids for the built-in kinds (they are URL paths in the chart)
     "pods": "pods",
@@ -87,11 +104,28 @@ def handler_ids(resource: WebhookResource) -> tuple[str, str]:
 
 
 def extra_resources(extra: Iterable[sites.ExtraSite]) -> list[WebhookResource]:
-    """The resources of the extra CRD sites (by group and kind), deduplicated, in order."""
+    """The resources of the extra CRD sites (by group and kind), deduplicated, in order;
+    none that :data:`BUILTIN_RESOURCES` already has (an extra site that replaces a shipped
+    default uses the default's handler)."""
     seen: list[WebhookResource] = []
     for site in extra:
         resource = WebhookResource(group=site.group, kind=site.kind)
-        if resource not in seen:
+        if resource not in seen and resource not in BUILTIN_RESOURCES:
+            seen.append(resource)
+    return seen
+
+
+def resources(settings: sites.SitesSettings) -> list[WebhookResource]:
+    """Exactly the resources ``settings`` reads: the core ones, the shipped defaults in force
+    and the extra sites (what the chart's webhook configurations list, in its order)."""
+    return [*CORE_RESOURCES, *_site_resources(settings.active_sites)]
+
+
+def _site_resources(active: Iterable[sites.ExtraSite]) -> list[WebhookResource]:
+    seen: list[WebhookResource] = []
+    for site in active:
+        resource = WebhookResource(group=site.group, kind=site.kind)
+        if resource not in seen and resource not in CORE_RESOURCES:
             seen.append(resource)
     return seen
 
@@ -104,6 +138,16 @@ def routes(resources: Iterable[WebhookResource]) -> dict[str, fastpath.Route]:
         out[pin_id] = fastpath.Route(mutating=True, resource=res)
         out[check_id] = fastpath.Route(mutating=False, resource=res)
     return out
+
+
+def _by_kind(group: str, kind: str) -> Callable[[Any], bool]:
+    """kopf's callable resource filter: this group and kind, any version it is served in."""
+
+    def matches(resource: Any) -> bool:
+        return bool(resource.group == group and resource.kind == kind)
+
+    matches.__name__ = f"{kind}.{group}"
+    return matches
 
 
 POLICY_PLURALS = {
@@ -170,6 +214,18 @@ def register(
             (kopf.on.mutate, pin_id, mutate),
             (kopf.on.validate, check_id, validate),
         ):
+            if res.kind is not None and res.plural is None and res.version is None:
+                # By group and kind in every version: kopf's selector without a version
+                # matches only the group's preferred version (never an LLMInferenceService,
+                # v1alpha*, in serving.kserve.io, whose preferred version is v1beta1).
+                decorator(
+                    _by_kind(res.group, res.kind),
+                    subresource=res.subresource,
+                    id=handler_id,
+                    operations=cast(Any, list(res.operations)),
+                    registry=registry,
+                )(cast(Any, fn))
+                continue
             decorator(
                 group=res.group,
                 version=res.version,

@@ -14,7 +14,8 @@ Paths visited
 This list is the user documentation of what kitpin pins. Anything not listed is not read.
 ``<pod>`` is the pod spec of the object's kind, ``[*]`` means every item of a list.
 
-Pod specs (``SitesSettings.pod_kinds``; any version of the API group)::
+Pod specs of the built-in kinds (``SitesSettings.pod_kinds``; any version of the API
+group; the custom resources below add theirs with ``podSpecs``)::
 
     Pod                    v1         /spec
     PodTemplate            v1         /template/spec
@@ -55,7 +56,8 @@ In every pod spec, for each container of ``initContainers[*]``, ``containers[*]`
 
 ``<pod>/volumes[*]/image/reference``  (kind ``image-volume``, container grammar)
     Kubernetes image volumes. ``expects_modelkit`` is False: any OCI artifact may be
-    mounted this way, so kitpin pins it but does not insist on a ModelKit.
+    mounted this way, so kitpin pins it but does not insist on a ModelKit. (The engine warns
+    when it is a KitOps-format ModelKit, which the kubelet cannot mount: kitops #784.)
 
 ``<pod>/volumes[*]/csi/volumeAttributes/<driver>~1reference``  (kind ``modelpack-csi``,
 container grammar) when ``csi.driver`` is one of ``SitesSettings.modelpack_csi_drivers``
@@ -65,8 +67,9 @@ container grammar) when ``csi.driver`` is one of ``SitesSettings.modelpack_csi_d
 
 KServe ``InferenceService`` (``serving.kserve.io``, any version), for each component
 ``C`` of ``predictor``, ``transformer``, ``explainer`` (kind ``kserve-storage-uri``, kit
-grammar, prefix ``kit://``; other schemes such as ``s3://``, ``gs://``, ``hf://``,
-``pvc://`` and ``oci://`` modelcars are not ModelKits and are skipped)::
+grammar, prefix ``kit://`` or one of ``SitesSettings.uri_prefixes``, the other schemes a
+``ClusterStorageContainer`` serves with kit; other schemes such as ``s3://``, ``gs://``,
+``hf://``, ``pvc://`` and ``oci://`` modelcars are not ModelKits and are skipped)::
 
     /spec/C/<F>/storageUri        F = any mapping member of C (model, sklearn, pytorch,
                                   huggingface, art, ...) except workerSpec, labels,
@@ -78,9 +81,95 @@ grammar, prefix ``kit://``; other schemes such as ``s3://``, ``gs://``, ``hf://`
                                   volumes; every pod-spec rule above applies)
     /spec/predictor/workerSpec    as a pod spec
 
-Extra sites (``SitesSettings.extra_sites``, kind ``extra``): for objects whose API group
-and kind (and version, when listed) match an :class:`ExtraSite`, every string its
-``paths`` reach (see :class:`ExtraSite` for the path syntax) that starts with its prefix.
+Custom resources (:class:`~controller.sites.extra.ExtraSite`: the shipped defaults below,
+then ``SitesSettings.extra_sites``; one whose API group and kind (and version, when listed)
+match): every pod spec its ``podSpecs`` reach, where every pod-spec rule above applies, and
+every string its ``paths`` reach that starts with its ``prefix`` (kind ``extra``; a
+``kit://`` prefix also takes ``SitesSettings.uri_prefixes``). Path syntax:
+:mod:`controller.sites.extra`; ``*`` is every item of a list or value of a mapping. A pod
+spec or string reached twice is reported once.
+
+Shipped defaults (:data:`controller.sites.defaults.DEFAULT_SITES`, every version of each API;
+``sites.disabledDefaults`` turns one off, a ``sites.extra`` entry of the same group and kind
+replaces it). Pod specs unless marked ``kit://`` (a reference string, kit grammar, prefix
+``kit://``). Each from the project's Go API types, as ``repository``, API version, file::
+
+    leaderworkersets.leaderworkerset.x-k8s.io   LeaderWorkerSet
+        /spec/leaderWorkerTemplate/leaderTemplate/spec
+        /spec/leaderWorkerTemplate/workerTemplate/spec
+        kubernetes-sigs/lws v1 api/leaderworkerset/v1/leaderworkerset_types.go
+    jobsets.jobset.x-k8s.io   JobSet
+        /spec/replicatedJobs/*/template/spec/template/spec
+        kubernetes-sigs/jobset v1alpha2 api/jobset/v1alpha2/jobset_types.go
+    rayclusters.ray.io   RayCluster
+        /spec/headGroupSpec/template/spec
+        /spec/workerGroupSpecs/*/template/spec
+        ray-project/kuberay v1 (v1alpha1 alike) ray-operator/apis/ray/v1/raycluster_types.go
+    rayservices.ray.io   RayService
+        /spec/rayClusterConfig/headGroupSpec/template/spec
+        /spec/rayClusterConfig/workerGroupSpecs/*/template/spec
+        ray-project/kuberay v1 ray-operator/apis/ray/v1/rayservice_types.go
+    rayjobs.ray.io   RayJob
+        /spec/rayClusterSpec/headGroupSpec/template/spec
+        /spec/rayClusterSpec/workerGroupSpecs/*/template/spec
+        /spec/submitterPodTemplate/spec
+        ray-project/kuberay v1 ray-operator/apis/ray/v1/rayjob_types.go
+    services.serving.knative.dev   Service
+        /spec/template/spec
+        knative/serving v1 pkg/apis/serving/v1/service_types.go (RevisionSpec inlines a
+        PodSpec: revision_types.go)
+    configurations.serving.knative.dev   Configuration
+        /spec/template/spec
+        knative/serving v1 pkg/apis/serving/v1/configuration_types.go
+    revisions.serving.knative.dev   Revision
+        /spec
+        knative/serving v1 pkg/apis/serving/v1/revision_types.go
+    llminferenceservices.serving.kserve.io   LLMInferenceService
+        /spec/model/uri                   kit://
+        /spec/model/lora/adapters/*/uri   kit://
+        /spec/template
+        /spec/worker
+        /spec/prefill/template
+        /spec/prefill/worker
+        /spec/router/scheduler/template
+        /spec/router/scheduler/tokenizer/template
+        kserve/kserve v1alpha2 (v1alpha1 alike)
+        pkg/apis/serving/v1alpha2/llm_inference_service_types.go
+    pytorchjobs.kubeflow.org   PyTorchJob
+        /spec/pytorchReplicaSpecs/*/template/spec
+    tfjobs.kubeflow.org   TFJob
+        /spec/tfReplicaSpecs/*/template/spec
+    mpijobs.kubeflow.org   MPIJob
+        /spec/mpiReplicaSpecs/*/template/spec
+    xgboostjobs.kubeflow.org   XGBoostJob
+        /spec/xgbReplicaSpecs/*/template/spec
+    paddlejobs.kubeflow.org   PaddleJob
+        /spec/paddleReplicaSpecs/*/template/spec
+    jaxjobs.kubeflow.org   JAXJob
+        /spec/jaxReplicaSpecs/*/template/spec
+        kubeflow/training-operator v1 pkg/apis/kubeflow.org/v1/{pytorch,tensorflow,mpi,
+        xgboost,paddlepaddle,jax}_types.go (common_types.go: ReplicaSpec.template), the
+        v1 tree as of v1.9 (removed upstream by #2389); MPIJob v2beta1 alike:
+        kubeflow/mpi-operator pkg/apis/kubeflow/v2beta1/types.go
+    trainjobs.trainer.kubeflow.org   TrainJob (pod spec patches: containers' env, volumes)
+        /spec/podSpecOverrides/*                             (v2.0)
+        /spec/podTemplateOverrides/*/spec                    (v2.1)
+        /spec/runtimePatches/*/trainingRuntimeSpec/template/spec/replicatedJobs/*/template/spec/template/spec
+                                                             (v2.2 and later)
+        kubeflow/trainer v1alpha1 pkg/apis/trainer/v1alpha1/trainjob_types.go
+    rollouts.argoproj.io   Rollout
+        /spec/template/spec
+        argoproj/argo-rollouts v1alpha1 pkg/apis/rollouts/v1alpha1/types.go
+    jobs.batch.volcano.sh   Job
+        /spec/tasks/*/template/spec
+        volcano-sh/apis v1alpha1 pkg/apis/batch/v1alpha1/job.go
+
+Templates and owners (:func:`is_template`): the workloads of ``pod_kinds`` but Pod, and the
+custom resources declared with ``podSpecs`` and no ``paths``, are pod templates. The engine
+leaves a template with a controller owner alone (its owner was pinned, or its Pods will be:
+a ReplicaSet of a Deployment or Rollout, a StatefulSet of a LeaderWorkerSet or of its leader
+Pod, a RayCluster of a RayService or RayJob, a Job of a JobSet, a Knative Configuration or
+Revision), and ``mode: pods-only`` never rewrites one. Pods are always pinned.
 
 Odd shapes
 ==========
@@ -92,21 +181,15 @@ dictionary lookup.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final
 
 from controller.sites import pointers
+from controller.sites.extra import ANY, ExtraSite, Step
 from controller.sites.model import EMPTY, KIT_URI_PREFIX, Findings, Site, SiteKind, Unresolvable
-from controller.sites.settings import (
-    ANY_ITEM,
-    DEFAULT_SETTINGS,
-    ExtraSite,
-    SitesSettings,
-    Step,
-    image_repository,
-)
+from controller.sites.settings import DEFAULT_SETTINGS, SitesSettings, image_repository
 
-__all__ = ["controller_owner", "find", "pod_template_path"]
+__all__ = ["controller_owner", "find", "is_template", "pod_specs", "pod_template_path"]
 
 # The walk below runs on every admission: module globals, not attribute lookups.
 _MAP: Final = pointers.MAP
@@ -137,13 +220,78 @@ def pod_template_path(
     obj: Mapping[str, Any], settings: SitesSettings = DEFAULT_SETTINGS
 ) -> str | None:
     """JSON pointer of the object's pod spec (``/spec/template/spec`` for a Deployment), or
-    None when its kind has none (unknown kinds, InferenceService, extra sites)."""
+    None when its kind has none in ``SitesSettings.pod_kinds`` (unknown kinds,
+    InferenceService, custom resources: :func:`pod_specs` lists all of an object's)."""
     if not isinstance(obj, _MAP):
         return None
     gvk = _group_kind(obj)
     if gvk is None:
         return None
     return settings.pod_kinds.get((gvk[0], gvk[2]))
+
+
+def is_template(obj: Mapping[str, Any], settings: SitesSettings = DEFAULT_SETTINGS) -> bool:
+    """Whether ``obj`` is a pod template: a kind whose references all live in pod specs that
+    a controller turns into Pods (the workloads of ``pod_kinds`` but Pod, PodTemplate, the
+    custom resources declared with ``podSpecs`` and no ``paths``). The engine leaves such an
+    object alone when it has a controller owner (its owner was pinned, or its Pods will be),
+    and ``mode: pods-only`` never rewrites it. Not InferenceService, LLMInferenceService or
+    resources with ``paths``: their references reach Pods by ways kitpin cannot see (a
+    storage initializer's arguments), so they are pinned where they are written."""
+    if not isinstance(obj, _MAP):
+        return False
+    gvk = _group_kind(obj)
+    if gvk is None:
+        return False
+    plan = settings._plans.get((gvk[0], gvk[2]))
+    return plan is not None and plan.template
+
+
+def pod_specs(
+    obj: Mapping[str, Any], settings: SitesSettings = DEFAULT_SETTINGS
+) -> tuple[tuple[str, Mapping[str, Any]], ...]:
+    """(JSON pointer, pod spec) of every pod spec of ``obj`` that :func:`find` walks, in
+    document order of the paths: the ``pod_kinds`` one, the ``podSpecs`` of its custom
+    resource, a KServe InferenceService's components. For the pull secrets and service
+    account of a resource whose pods come from several templates."""
+    if not isinstance(obj, _MAP):
+        return ()
+    gvk = _group_kind(obj)
+    if gvk is None:
+        return ()
+    group, version, kind = gvk
+    plan = settings._plans.get((group, kind))
+    if plan is None:
+        return ()
+    found: dict[str, Mapping[str, Any]] = {}
+    if plan.pod_tokens is not None:
+        spec = _at(obj, plan.pod_tokens)
+        if isinstance(spec, _MAP):
+            found[plan.pod_pointer] = spec
+    if plan.kserve:
+        spec_ = obj.get("spec")
+        if isinstance(spec_, _MAP):
+            for name in _KSERVE_COMPONENTS:
+                component = spec_.get(name)
+                if isinstance(component, _MAP):
+                    found.setdefault(f"/spec/{name}", component)
+                    worker = component.get("workerSpec") if name == "predictor" else None
+                    if isinstance(worker, _MAP):
+                        found.setdefault(f"/spec/{name}/workerSpec", worker)
+    for site in plan.extra:
+        if not site.versions or version in site.versions:
+            for steps in site._pod_steps:
+                for pointer, _, node in _reach(obj, steps, 0, "", ""):
+                    if isinstance(node, _MAP):
+                        found.setdefault(pointer, node)
+    return tuple(found.items())
+
+
+def _at(obj: object, tokens: tuple[str, ...]) -> object:
+    node = obj
+    for token in tokens:
+        node = node.get(token) if isinstance(node, _MAP) else None
+    return node
 
 
 # ---------------------------------------------------------------------------------------
@@ -225,25 +373,68 @@ def find(obj: Mapping[str, Any], settings: SitesSettings = DEFAULT_SETTINGS) -> 
     plan = settings._plans.get((group, kind))
     if plan is None:
         return EMPTY
-    pod_tokens, pod_pointer, is_kserve, extra = plan
     out = _Out(settings)
-    if pod_tokens is not None:
-        spec: object = obj
-        for token in pod_tokens:
-            spec = spec.get(token) if isinstance(spec, _MAP) else None
+    if plan.pod_tokens is not None:
+        spec = _at(obj, plan.pod_tokens)
         if isinstance(spec, _MAP):
-            _walk_pod_spec(spec, pod_pointer, "", out)
-    if is_kserve:
+            _walk_pod_spec(spec, plan.pod_pointer, "", out)
+    if plan.kserve:
         _walk_inference_service(obj, kind, out)
-    if extra:
-        seen = {s.path for s in out.sites}
-        for site in extra:
-            if not site.versions or version in site.versions:
-                for steps in site._steps:
-                    _follow(obj, steps, 0, "", "", site, seen, out)
+    if plan.extra:
+        _walk_extra(obj, version, plan.extra, plan.pod_pointer, out)
     if not out.sites and not out.unresolvable:
         return EMPTY
     return Findings(sites=tuple(out.sites), unresolvable=tuple(out.unresolvable))
+
+
+def _walk_extra(
+    obj: Mapping[str, Any],
+    version: str,
+    extra: tuple[ExtraSite, ...],
+    pod_pointer: str,
+    out: _Out,
+) -> None:
+    """The pod specs, then the paths, of the extra sites whose versions match. A pod spec
+    or a string reached twice (two entries, or a built-in place) is reported once."""
+    walked = {pod_pointer} if pod_pointer else set()
+    matching = [s for s in extra if not s.versions or version in s.versions]
+    for site in matching:
+        for steps in site._pod_steps:
+            for pointer, human, node in _reach(obj, steps, 0, "", ""):
+                if isinstance(node, _MAP) and pointer not in walked:
+                    walked.add(pointer)
+                    _walk_pod_spec(node, pointer, f"{site.kind} {human} ", out)
+    seen = {s.path for s in out.sites}
+    for site in matching:
+        if not site.paths:
+            continue
+        prefixes = out.cfg._kit_uri_prefixes if site.prefix == KIT_URI_PREFIX else (site.prefix,)
+        for steps in site._steps:
+            for pointer, human, node in _reach(obj, steps, 0, "", ""):
+                if type(node) is not str or not node or pointer in seen:
+                    continue
+                prefix = _prefix_of(node, prefixes)
+                if prefix is None:
+                    continue
+                seen.add(pointer)
+                out.sites.append(
+                    Site(
+                        path=pointer,
+                        kind="extra",
+                        grammar=site.grammar,
+                        prefix=prefix,
+                        value=node,
+                        expects_modelkit=site.expects_modelkit,
+                        where=f"{site.kind} {human}",
+                    )
+                )
+
+
+def _prefix_of(value: str, prefixes: tuple[str, ...]) -> str | None:
+    for prefix in prefixes:
+        if value.startswith(prefix):
+            return prefix
+    return None
 
 
 def _walk_pod_spec(spec: Mapping[str, Any], base: str, label: str, out: _Out) -> None:
@@ -494,8 +685,19 @@ def _walk_volume(volume: Mapping[str, Any], base: str, label: str, index: int, o
 
 
 def _kit_uri(value: object, path: str, where: str, out: _Out) -> None:
-    if type(value) is str and value.startswith(KIT_URI_PREFIX):
-        out.sites.append(_kit_site(path, "kserve-storage-uri", value, where))
+    if type(value) is str and value.startswith(out.cfg._kit_uri_prefixes):
+        prefix = _prefix_of(value, out.cfg._kit_uri_prefixes)
+        out.sites.append(
+            Site(
+                path=path,
+                kind="kserve-storage-uri",
+                grammar="kit",
+                prefix=prefix or KIT_URI_PREFIX,
+                value=value,
+                expects_modelkit=True,
+                where=where,
+            )
+        )
 
 
 def _storage_uris(holder: Mapping[str, Any], base: str, label: str, out: _Out) -> None:
@@ -545,47 +747,41 @@ def _walk_inference_service(obj: Mapping[str, Any], kind: str, out: _Out) -> Non
                 _walk_pod_spec(worker, f"{base}/workerSpec", "predictor workerSpec ", out)
 
 
-def _follow(
-    node: object,
-    steps: tuple[Step, ...],
-    at: int,
-    pointer: str,
-    human: str,
-    site: ExtraSite,
-    seen: set[str],
-    out: _Out,
-) -> None:
+def _reach(
+    node: object, steps: tuple[Step, ...], at: int, pointer: str, human: str
+) -> Iterator[tuple[str, str, object]]:
+    """(JSON pointer, dotted path for messages, value) of every node ``steps`` reach from
+    ``node``; missing members, out-of-range indexes and wrong types end a branch quietly."""
     if at == len(steps):
-        if type(node) is str and node and node.startswith(site.prefix) and pointer not in seen:
-            seen.add(pointer)
-            out.sites.append(
-                Site(
-                    path=pointer,
-                    kind="extra",
-                    grammar=site.grammar,
-                    prefix=site.prefix,
-                    value=node,
-                    expects_modelkit=site.expects_modelkit,
-                    where=f"{site.kind} {human}",
-                )
-            )
+        yield pointer, human, node
         return
     step = steps[at]
     if type(step) is str:
-        if isinstance(node, _MAP) and step in node:
-            dot = "." if human else ""
-            _follow(
-                node[step],
-                steps,
-                at + 1,
-                f"{pointer}/{pointers.escape(step)}",
-                f"{human}{dot}{step}",
-                site,
-                seen,
-                out,
-            )
-    elif isinstance(node, _SEQ):
-        assert isinstance(step, int)
-        indexes = range(len(node)) if step == ANY_ITEM else (step,) if step < len(node) else ()
+        if isinstance(node, _MAP):
+            if step in node:
+                dot = "." if human else ""
+                yield from _reach(
+                    node[step],
+                    steps,
+                    at + 1,
+                    f"{pointer}/{pointers.escape(step)}",
+                    f"{human}{dot}{step}",
+                )
+        elif isinstance(node, _SEQ) and step.isascii() and step.isdigit():
+            if (step == "0" or step[0] != "0") and int(step) < len(node):
+                yield from _reach(
+                    node[int(step)], steps, at + 1, f"{pointer}/{step}", f"{human}[{step}]"
+                )
+        return
+    assert isinstance(step, int)
+    if isinstance(node, _SEQ):
+        indexes = range(len(node)) if step < 0 else (step,) if step < len(node) else ()
         for i in indexes:
-            _follow(node[i], steps, at + 1, f"{pointer}/{i}", f"{human}[{i}]", site, seen, out)
+            yield from _reach(node[i], steps, at + 1, f"{pointer}/{i}", f"{human}[{i}]")
+    elif step == ANY and isinstance(node, _MAP):
+        dot = "." if human else ""
+        for key, value in node.items():
+            if type(key) is str:
+                yield from _reach(
+                    value, steps, at + 1, f"{pointer}/{pointers.escape(key)}", f"{human}{dot}{key}"
+                )

@@ -1,24 +1,31 @@
-"""What :func:`controller.sites.find` looks for: :class:`SitesSettings` and the platform
-team's own resources, :class:`ExtraSite`. Pure; built once per process by the settings loader,
-validated at construction (problems raise :class:`~controller.errors.ConfigError`)."""
+"""What :func:`controller.sites.find` looks for: :class:`SitesSettings`. Pure; built once per
+process by the settings loader, validated at construction (problems raise
+:class:`~controller.errors.ConfigError`). The resources kitpin has no code for are
+:class:`~controller.sites.extra.ExtraSite` values: the shipped defaults
+(:mod:`controller.sites.defaults`) and the platform team's own (``extra_sites``)."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Final
 
-from controller import errors, refs
+from controller import errors
 from controller.sites import pointers
+from controller.sites.defaults import DEFAULT_SITES
+from controller.sites.extra import ExtraSite, InvalidError, str_tuple
+from controller.sites.model import KIT_URI_PREFIX
 
 __all__ = [
     "DEFAULT_POD_KINDS",
     "DEFAULT_SETTINGS",
     "KSERVE_GROUP",
-    "ExtraSite",
+    "KSERVE_SCHEMES",
     "SitesSettings",
+    "check_disabled_defaults",
+    "check_uri_prefixes",
     "image_repository",
 ]
 
@@ -32,179 +39,6 @@ def image_repository(image: str) -> str:
     if colon > name.rfind("/"):
         name = name[:colon]
     return name.lower()
-
-
-ANY_ITEM: Final = -1  # the [*] step of an extra-site path
-Step = str | int
-_SEGMENT = re.compile(r"([^.\[\]*\s]+)((?:\[(?:\*|0|[1-9][0-9]*)\])*)")
-_INDEX = re.compile(r"\[(\*|[0-9]+)\]")
-_PATH_HELP = (
-    "a path is dot-separated field names, each optionally followed by [*] (every item of "
-    "a list) or [N] (item N), e.g. spec.models[*].source or spec.model.ref"
-)
-
-
-class _InvalidError(Exception):
-    """A settings problem, without the context the caller adds to its ConfigError."""
-
-
-def _compile_path(path: object) -> tuple[Step, ...]:
-    if not isinstance(path, str) or not path:
-        raise _InvalidError(f'field "paths": {path!r} is empty or not a string; {_PATH_HELP}')
-    steps: list[Step] = []
-    for segment in path.split("."):
-        m = _SEGMENT.fullmatch(segment)
-        if m is None:
-            raise _InvalidError(f'field "paths": {path!r} is not valid; {_PATH_HELP}')
-        steps.append(m.group(1))
-        for index in _INDEX.findall(m.group(2)):
-            steps.append(ANY_ITEM if index == "*" else int(index))
-    return tuple(steps)
-
-
-def _str_tuple(value: object, *, name: str, allow_empty: bool = True) -> tuple[str, ...]:
-    if isinstance(value, str) or not isinstance(value, Iterable):
-        raise _InvalidError(f"{name} must be a list of strings, got {value!r}")
-    items = tuple(value)
-    if not all(isinstance(item, str) and item for item in items):
-        raise _InvalidError(f"{name} must be a list of non-empty strings, got {list(items)!r}")
-    if not allow_empty and not items:
-        raise _InvalidError(f"{name} must not be empty")
-    return items
-
-
-_EXTRA_SITE_KEYS: Final = {
-    "group": "group",
-    "kind": "kind",
-    "versions": "versions",
-    "paths": "paths",
-    "grammar": "grammar",
-    "prefix": "prefix",
-    "expectsModelKit": "expects_modelkit",
-}
-
-
-def _check_extra_site(
-    *,
-    group: object,
-    kind: object,
-    versions: object = (),
-    paths: object,
-    grammar: object = "kit",
-    prefix: object = "",
-    expects_modelkit: object = True,
-) -> tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[Step, ...], ...]]:
-    """Validate the fields of an :class:`ExtraSite`; return versions, paths and compiled
-    paths. Messages name fields as they are spelled in YAML settings."""
-    if not isinstance(group, str):
-        raise _InvalidError(
-            f'field "group" must be a string ("" for the core group), got {group!r}'
-        )
-    if not isinstance(kind, str) or not kind:
-        raise _InvalidError(f'field "kind" must be a non-empty string, got {kind!r}')
-    if grammar not in ("kit", "image"):
-        raise _InvalidError(f'field "grammar" must be "kit" or "image", got {grammar!r}')
-    if not isinstance(prefix, str):
-        raise _InvalidError(f'field "prefix" must be a string, got {prefix!r}')
-    if not isinstance(expects_modelkit, bool):
-        raise _InvalidError(
-            f'field "expectsModelKit" must be true or false, got {expects_modelkit!r}'
-        )
-    checked_versions = _str_tuple(versions, name='field "versions"')
-    checked_paths = _str_tuple(paths, name='field "paths"', allow_empty=False)
-    return checked_versions, checked_paths, tuple(_compile_path(p) for p in checked_paths)
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class ExtraSite:
-    """A platform team's own resource that holds ModelKit references, declared in settings.
-
-    Path syntax: dot-separated field names; a field name may be followed by ``[*]`` (every
-    item of the list) or ``[N]`` (item N, from 0), repeatedly: ``spec.models[*].source``,
-    ``spec.model.ref``, ``spec.stages[*].inputs[*]``. Field names cannot contain ``.``,
-    ``[``, ``]``, ``*`` or whitespace. A path that reaches a missing field or a non-string
-    is skipped; so is a string that does not start with ``prefix`` or is empty.
-    Invalid fields raise :class:`~controller.errors.ConfigError` at construction.
-    """
-
-    group: str
-    """API group of the resource, ``""`` for the core group (``apiVersion: v1``). Required."""
-
-    kind: str
-    """Kind of the resource, as in its ``kind:`` (``ModelDeployment``). Required."""
-
-    versions: tuple[str, ...] = ()
-    """API versions to match (``v1``, ``v1beta1``); empty means any."""
-
-    paths: tuple[str, ...]
-    """Where the references are, one or more paths from the object's root: dot-separated field
-    names, each optionally followed by ``[*]`` (every item of a list) or ``[N]`` (item N), e.g.
-    ``spec.models[*].source``. A path that reaches a missing field or a non-string is
-    skipped. Required."""
-
-    grammar: refs.Grammar = "kit"
-    """How the references are written: ``kit`` (``MODELKIT_REF`` / ``kit pull``: a registry
-    host is required) or ``image`` (a container image reference: ``docker.io`` is implied).
-    Default ``kit``."""
-
-    prefix: str = ""
-    """Text before the reference, e.g. ``kit://``; values without it are ignored, and a
-    pinned value keeps it. Default empty: the whole value is the reference."""
-
-    expects_modelkit: bool = True
-    """Whether the reference must name a ModelKit (or ModelPack): kitpin denies anything
-    else, as it does for ``MODELKIT_REF``. Default true; false for a field that may also
-    hold a plain container image (it is still pinned)."""
-
-    _steps: tuple[tuple[Step, ...], ...] = field(init=False, repr=False, compare=False)
-    """``paths`` compiled: field names (str), indexes (int >= 0), or -1 for ``[*]``."""
-
-    def __post_init__(self) -> None:
-        try:
-            versions, paths, steps = _check_extra_site(
-                group=self.group,
-                kind=self.kind,
-                versions=self.versions,
-                paths=self.paths,
-                grammar=self.grammar,
-                prefix=self.prefix,
-                expects_modelkit=self.expects_modelkit,
-            )
-        except _InvalidError as e:
-            raise errors.ConfigError(f"extra site {self.group!r}/{self.kind!r}: {e}") from None
-        object.__setattr__(self, "versions", versions)
-        object.__setattr__(self, "paths", paths)
-        object.__setattr__(self, "_steps", steps)
-
-    @classmethod
-    def from_mapping(cls, data: object, *, context: str = "extra site") -> ExtraSite:
-        """Build from YAML settings with camelCase keys (``group``, ``kind``, ``versions``,
-        ``paths``, ``grammar``, ``prefix``, ``expectsModelKit``). Any problem raises
-        :class:`~controller.errors.ConfigError` whose message starts with ``context``
-        (e.g. ``extraSites[2]``) and names the field."""
-        if not isinstance(data, pointers.MAP):
-            raise errors.ConfigError(f"{context}: must be a mapping, got {type(data).__name__}")
-        unknown = sorted(str(k) for k in data if k not in _EXTRA_SITE_KEYS)
-        if unknown:
-            raise errors.ConfigError(
-                f"{context}: unknown field(s) {', '.join(unknown)}; "
-                f"allowed: {', '.join(_EXTRA_SITE_KEYS)}"
-            )
-        for required in ("group", "kind", "paths"):
-            if required not in data:
-                hint = ' ("" for the core group)' if required == "group" else ""
-                raise errors.ConfigError(f'{context}: field "{required}" is required{hint}')
-        kwargs: dict[str, Any] = {_EXTRA_SITE_KEYS[k]: v for k, v in data.items()}
-        try:
-            for name in ("versions", "paths"):
-                if name in kwargs and not isinstance(kwargs[name], list):
-                    raise _InvalidError(
-                        f'field "{name}" must be a list of strings, got {kwargs[name]!r}'
-                    )
-            _check_extra_site(**kwargs)
-        except _InvalidError as e:
-            raise errors.ConfigError(f"{context}: {e}") from None
-        return cls(**kwargs)
 
 
 DEFAULT_POD_KINDS: Final[Mapping[tuple[str, str], str]] = MappingProxyType(
@@ -222,13 +56,31 @@ DEFAULT_POD_KINDS: Final[Mapping[tuple[str, str], str]] = MappingProxyType(
 )
 
 
+KSERVE_SCHEMES: Final = frozenset(
+    {"gs://", "s3://", "pvc://", "hf://", "oci://", "hdfs://", "webhdfs://", "http://", "https://"}
+)
+"""URI schemes KServe's storage initializer serves itself: never a kit URI prefix."""
+
+_URI_PREFIX = re.compile(r"[a-z][a-z0-9+.-]*://")
+
+
 def _default_pod_kinds() -> Mapping[tuple[str, str], str]:
     return DEFAULT_POD_KINDS
 
 
-# A plan says what to walk for one (group, kind): pod spec pointer tokens (or None),
-# whether it is a KServe InferenceService, and the extra sites declared for it.
-_Plan = tuple[tuple[str, ...] | None, str, bool, tuple[ExtraSite, ...]]
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What :func:`find` walks for one (group, kind)."""
+
+    pod_tokens: tuple[str, ...] | None
+    """Pointer tokens of the pod spec of ``pod_kinds`` (None: the kind has none there)."""
+    pod_pointer: str
+    kserve: bool
+    """A KServe InferenceService (its storage URIs and components)."""
+    extra: tuple[ExtraSite, ...]
+    """Shipped defaults and extra sites declared for this kind, in order."""
+    template: bool
+    """A pod template: its pod specs hold every reference (the owner rule, pods-only)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -256,33 +108,55 @@ class SitesSettings:
 
     pod_kinds: Mapping[tuple[str, str], str] = field(default_factory=_default_pod_kinds, hash=False)
     """(API group, kind) → JSON pointer of the pod spec. Default: the built-in workload
-    kinds (see the module docstring). Add a CRD here when it embeds a full PodTemplateSpec
-    and every pod-spec rule should apply to it."""
+    kinds (:data:`DEFAULT_POD_KINDS`). Custom resources that embed pod specs are declared
+    with ``podSpecs`` (:class:`ExtraSite`) instead."""
+
+    uri_prefixes: tuple[str, ...] = ()
+    """URI schemes besides ``kit://`` that a KServe ``ClusterStorageContainer`` serves with
+    kit (its ``supportedUriFormats`` prefix), e.g. ``modelkit://``. Wherever kitpin reads a
+    ``kit://`` URI (InferenceService ``storageUri``/``storageUris``, LLMInferenceService model
+    and adapter URIs, extra sites whose ``prefix`` is ``kit://``), a value with one of these
+    is read and pinned the same way, keeping its prefix. Each must be a lowercase scheme
+    ending in ``://`` and not one KServe serves itself (``s3://``, ``gs://``, ``hf://``,
+    ``oci://``, ``pvc://``, ``http(s)://``, ``(web)hdfs://``). Default none."""
+
+    disabled_defaults: tuple[str, ...] = ()
+    """Shipped custom resources (docs/sites.md) not to read, by resource name:
+    ``rayjobs.ray.io``, ``services.serving.knative.dev``, ... Default none: all of them are
+    read. An ``extra`` entry with the group and kind of a default replaces that default
+    instead."""
 
     extra_sites: tuple[ExtraSite, ...] = ()
     """A platform team's own resources. Default none."""
 
+    _active: tuple[ExtraSite, ...] = field(init=False, repr=False, compare=False)
     _plans: Mapping[tuple[str, str], _Plan] = field(init=False, repr=False, compare=False)
     _env_name_set: frozenset[str] = field(init=False, repr=False, compare=False)
     _kit_image_set: frozenset[str] = field(init=False, repr=False, compare=False)
     _kit_image_prefixes: tuple[str, ...] = field(init=False, repr=False, compare=False)
     _csi_driver_set: frozenset[str] = field(init=False, repr=False, compare=False)
+    _kit_uri_prefixes: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         try:
-            env_names = _str_tuple(self.env_names, name="env_names")
+            env_names = str_tuple(self.env_names, name="env_names")
             kit_images = tuple(
-                image_repository(i) for i in _str_tuple(self.kit_cli_images, name="kit_cli_images")
+                image_repository(i) for i in str_tuple(self.kit_cli_images, name="kit_cli_images")
             )
-            drivers = _str_tuple(self.modelpack_csi_drivers, name="modelpack_csi_drivers")
-        except _InvalidError as e:
+            drivers = str_tuple(self.modelpack_csi_drivers, name="modelpack_csi_drivers")
+        except InvalidError as e:
+            raise errors.ConfigError(f"sites settings: {e}") from None
+        try:
+            uri_prefixes = check_uri_prefixes(self.uri_prefixes)
+            disabled = check_disabled_defaults(self.disabled_defaults)
+        except errors.ConfigError as e:
             raise errors.ConfigError(f"sites settings: {e}") from None
         extra = tuple(self.extra_sites)
         if not all(isinstance(e, ExtraSite) for e in extra):
             raise errors.ConfigError("sites settings: extra_sites must hold ExtraSite values")
         if not isinstance(self.pod_kinds, pointers.MAP):
             raise errors.ConfigError("sites settings: pod_kinds must be a mapping")
-        plans: dict[tuple[str, str], _Plan] = {}
+        pod_kinds: dict[tuple[str, str], tuple[tuple[str, ...], str]] = {}
         for key, pointer in self.pod_kinds.items():
             if (
                 not isinstance(key, tuple)
@@ -296,26 +170,97 @@ class SitesSettings:
                     'to a JSON pointer such as "/spec/template/spec"'
                 )
             try:
-                pod_tokens = tuple(pointers.split(pointer))
+                pod_kinds[key] = (tuple(pointers.split(pointer)), pointer)
             except LookupError as e:
                 raise errors.ConfigError(f"sites settings: pod_kinds entry {key!r}: {e}") from None
-            plans[key] = (pod_tokens, pointer, False, ())
-        kserve = (KSERVE_GROUP, "InferenceService")
-        tokens, pointer, _, ex = plans.get(kserve, (None, "", False, ()))
-        plans[kserve] = (tokens, pointer, True, ex)
-        for site in extra:
-            key = (site.group, site.kind)
-            tokens, pointer, is_kserve, ex = plans.get(key, (None, "", False, ()))
-            plans[key] = (tokens, pointer, is_kserve, (*ex, site))
+        replaced = {(s.group, s.kind) for s in extra}
+        active = (
+            *(
+                site
+                for name, site in DEFAULT_SITES.items()
+                if name not in disabled and (site.group, site.kind) not in replaced
+            ),
+            *extra,
+        )
         object.__setattr__(self, "env_names", env_names)
         object.__setattr__(self, "kit_cli_images", kit_images)
         object.__setattr__(self, "modelpack_csi_drivers", drivers)
+        object.__setattr__(self, "uri_prefixes", uri_prefixes)
+        object.__setattr__(self, "disabled_defaults", disabled)
         object.__setattr__(self, "extra_sites", extra)
-        object.__setattr__(self, "_plans", MappingProxyType(plans))
+        object.__setattr__(self, "_active", active)
+        object.__setattr__(self, "_plans", _plans(pod_kinds, active))
         object.__setattr__(self, "_env_name_set", frozenset(env_names))
         object.__setattr__(self, "_kit_image_set", frozenset(kit_images))
         object.__setattr__(self, "_kit_image_prefixes", kit_images)
         object.__setattr__(self, "_csi_driver_set", frozenset(drivers))
+        object.__setattr__(self, "_kit_uri_prefixes", (KIT_URI_PREFIX, *uri_prefixes))
+
+    @property
+    def active_sites(self) -> tuple[ExtraSite, ...]:
+        """Every :class:`ExtraSite` in force: the shipped defaults that are neither disabled
+        nor replaced by an ``extra`` entry of their group and kind, then ``extra_sites``."""
+        return self._active
+
+
+def check_uri_prefixes(value: object) -> tuple[str, ...]:
+    """``uri_prefixes`` checked (:class:`~controller.errors.ConfigError` saying what is
+    wrong), without duplicates or ``kit://`` itself."""
+    try:
+        prefixes = str_tuple(value, name="uri_prefixes")
+    except InvalidError as e:
+        raise errors.ConfigError(str(e)) from None
+    for prefix in prefixes:
+        if not _URI_PREFIX.fullmatch(prefix):
+            raise errors.ConfigError(
+                f"uri_prefixes: {prefix!r} is not a URI scheme: write it as the "
+                "supportedUriFormats prefix of a ClusterStorageContainer, lowercase and ending "
+                'in "://", such as "modelkit://"'
+            )
+        if prefix in KSERVE_SCHEMES:
+            raise errors.ConfigError(
+                f"uri_prefixes: {prefix!r} is a scheme KServe serves itself, not with kit: "
+                "kitpin must not read those URIs as ModelKits"
+            )
+    return tuple(dict.fromkeys(p for p in prefixes if p != KIT_URI_PREFIX))
+
+
+def check_disabled_defaults(value: object) -> tuple[str, ...]:
+    """``disabled_defaults`` checked (:class:`~controller.errors.ConfigError` naming the
+    unknown names and the known ones), without duplicates."""
+    try:
+        names = str_tuple(value, name="disabled_defaults")
+    except InvalidError as e:
+        raise errors.ConfigError(str(e)) from None
+    unknown = [n for n in names if n not in DEFAULT_SITES]
+    if unknown:
+        raise errors.ConfigError(
+            f"disabled_defaults: {', '.join(map(repr, unknown))} is not a shipped default "
+            f"(a resource name <plural>.<group>); the defaults are {', '.join(DEFAULT_SITES)}"
+        )
+    return tuple(dict.fromkeys(names))
+
+
+def _plans(
+    pod_kinds: Mapping[tuple[str, str], tuple[tuple[str, ...], str]],
+    active: tuple[ExtraSite, ...],
+) -> Mapping[tuple[str, str], _Plan]:
+    by_kind: dict[tuple[str, str], list[ExtraSite]] = {}
+    for site in active:
+        by_kind.setdefault((site.group, site.kind), []).append(site)
+    kserve = (KSERVE_GROUP, "InferenceService")
+    plans: dict[tuple[str, str], _Plan] = {}
+    for key in (*pod_kinds, kserve, *by_kind):
+        if key in plans:
+            continue
+        tokens, pointer = pod_kinds.get(key, (None, ""))
+        extra = tuple(by_kind.get(key, ()))
+        is_kserve = key == kserve
+        has_pods = tokens is not None or any(s.pod_specs for s in extra)
+        has_paths = is_kserve or any(s.paths for s in extra)
+        template = has_pods and not has_paths and key != ("", "Pod")
+        plans[key] = _Plan(tokens, pointer, is_kserve, extra, template)
+    return MappingProxyType(plans)
 
 
 DEFAULT_SETTINGS: Final = SitesSettings()

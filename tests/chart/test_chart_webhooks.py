@@ -4,12 +4,14 @@ reinvocation, selectors)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 
 from controller import sites
 from controller.admission import webhook
+from controller.sites import defaults
 from harness import chart as render
 
 pytestmark = pytest.mark.integration
@@ -61,14 +63,17 @@ def test_one_webhook_per_registered_handler_at_its_path(default_docs: list[dict[
     validating = _by_path(render.one(default_docs, "ValidatingWebhookConfiguration"))
     assert set(mutating) == pins
     assert set(validating) == checks | POLICY_CHECKS
+    plurals = {(s.group, s.kind): defaults.plural(n) for n, s in sites.DEFAULT_SITES.items()}
     for resource in webhook.BUILTIN_RESOURCES:
         pin, check = webhook.handler_ids(resource)
         for w in (mutating[f"/{pin}"], validating[f"/{check}"]):
-            plural = str(resource.plural)
+            # Shipped custom resources are registered by kind, every version (the chart
+            # knows their plurals: kitpin.defaultSites).
+            plural = resource.plural or plurals[(resource.group, str(resource.kind))]
             assert w["rules"] == [
                 {
                     "apiGroups": [resource.group],
-                    "apiVersions": [resource.version],
+                    "apiVersions": [resource.version or "*"],
                     "resources": [
                         f"{plural}/{resource.subresource}" if resource.subresource else plural
                     ],
@@ -174,7 +179,9 @@ def test_extra_sites_get_webhooks_at_kitpins_handler_ids() -> None:
     assert mutating["/pin-modeldeployment-ml-example-com"]["rules"] == [
         {
             "apiGroups": ["ml.example.com"],
-            "apiVersions": ["v1", "v1beta1"],
+            # The second entry of the kind lists no versions: kitpin reads it in any
+            # version, so the webhook must be called for any.
+            "apiVersions": ["*"],
             "resources": ["modeldeployments"],
             "operations": ["CREATE", "UPDATE"],
             "scope": "*",
@@ -204,6 +211,8 @@ def test_pods_only_never_sends_workload_templates_to_the_mutating_webhook() -> N
         "/pin-pods",
         "/pin-pods-ephemeralcontainers",
         "/pin-inferenceservices",
+        # Model URIs that reach Pods as a storage initializer's arguments: not templates.
+        "/pin-llminferenceservice-serving-kserve-io",
         "/pin-modeldeployment-ml-example-com",
     }
     validating = _by_path(render.one(docs, "ValidatingWebhookConfiguration"))
@@ -217,3 +226,89 @@ def test_webhook_annotations_are_passed_through() -> None:
             "example.com/owner": "platform",
             "kitpin.dev/failure-policy": "Fail",
         }
+
+
+# --- the shipped custom resources (docs/sites.md) -------------------------------------------
+
+
+def _resources(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    docs = render.render({"settings": {"sites": values}})
+    return {
+        w["clientConfig"]["service"]["path"]: w["rules"][0]
+        for w in render.one(docs, "ValidatingWebhookConfiguration")["webhooks"]
+    }
+
+
+def test_the_charts_defaults_are_kitpins() -> None:
+    """kitpin.defaultSites lists controller/sites/defaults.py DEFAULT_SITES: same names,
+    kinds, and pod-template flag (the owner rule's, which pods-only follows)."""
+    helpers = (render.CHART_DIR / "templates" / "_helpers.tpl").read_text()
+    block = helpers.split('define "kitpin.defaultSites"', 1)[1].split("{{- end -}}", 1)[0]
+    listed = {
+        name: (kind, template == "true")
+        for name, kind, template in re.findall(
+            r'\(dict "name" "([^"]+)" "kind" "([^"]+)" "template" (true|false)\)', block
+        )
+    }
+    assert listed == {
+        name: (site.kind, sites.is_template({"apiVersion": f"{site.group}/v1", "kind": site.kind}))
+        for name, site in sites.DEFAULT_SITES.items()
+    }
+    assert list(listed) == list(sites.DEFAULT_SITES)
+
+
+def test_a_disabled_default_gets_no_webhook_and_reaches_the_settings() -> None:
+    rules = _resources({"disabledDefaults": ["rayjobs.ray.io", "jobs.batch.volcano.sh"]})
+    assert "/check-rayjob-ray-io" not in rules
+    assert "/check-job-batch-volcano-sh" not in rules
+    assert rules["/check-raycluster-ray-io"]["resources"] == ["rayclusters"]
+    docs = render.render({"settings": {"sites": {"disabledDefaults": ["rayjobs.ray.io"]}}})
+    document = render.one(docs, "ConfigMap", "kitpin-config")["data"]["settings.yaml"]
+    assert "disabledDefaults:\n  - rayjobs.ray.io" in document
+
+
+def test_unknown_default_names_and_bad_uri_prefixes_fail_the_schema() -> None:
+    for values in ({"disabledDefaults": ["rayjob.ray.io"]}, {"uriPrefixes": ["S3"]}):
+        result = render.template({"settings": {"sites": values}})
+        assert result.returncode != 0
+        assert "values don't meet the specifications of the schema" in result.stderr
+
+
+def test_an_extra_site_replaces_the_default_of_its_kind() -> None:
+    rules = _resources(
+        {
+            "extra": [
+                {
+                    "group": "ray.io",
+                    "kind": "RayJob",
+                    "plural": "rayjobs",
+                    "versions": ["v1"],
+                    "podSpecs": ["/spec/submitterPodTemplate/spec"],
+                }
+            ]
+        }
+    )
+    assert rules["/check-rayjob-ray-io"]["apiVersions"] == ["v1"]
+    assert rules["/check-rayjob-ray-io"]["scope"] == "*"
+    assert list(rules).count("/check-rayjob-ray-io") == 1
+
+
+def test_pods_only_follows_the_template_rule_for_extra_sites() -> None:
+    extra = [
+        {"group": "ml.example.com", "kind": "Trainer", "plural": "trainers", "podSpecs": ["/s"]},
+        {"group": "ml.example.com", "kind": "Server", "plural": "servers", "podSpecs": ["/s"]},
+        {"group": "ml.example.com", "kind": "Server", "plural": "servers", "paths": ["spec.m"]},
+    ]
+    docs = render.render({"settings": {"mode": "pods-only", "sites": {"extra": extra}}})
+    mutating = _by_path(render.one(docs, "MutatingWebhookConfiguration"))
+    assert "/pin-trainer-ml-example-com" not in mutating  # pod specs only: a template
+    assert "/pin-server-ml-example-com" in mutating  # paths too: pinned where written
+    custom = sites.SitesSettings(
+        extra_sites=tuple(
+            sites.ExtraSite.from_mapping({k: v for k, v in e.items() if k != "plural"})
+            for e in extra
+        )
+    )
+    for kind, expected in (("Trainer", True), ("Server", False)):
+        obj = {"apiVersion": "ml.example.com/v1", "kind": kind}
+        assert sites.is_template(obj, custom) is expected

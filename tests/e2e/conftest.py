@@ -17,9 +17,10 @@ Admission (``kitpin``):
   (plain HTTP, no auth; only the registry-down tests stop and restart it, through
   :meth:`Registries.flaky_down`).
 - ``crds`` (session): kitpin's policy CRDs (``deploy/crds/``, as a real install has them) and
-  the CRDs in ``tests/e2e/crds/`` (a KServe ``InferenceService`` v1beta1 subset and
-  ``ModelDeployment``, kind of the extra site in the settings), installed and Established
-  *before* kitpin starts: kopf discovers resources at start-up.
+  the CRDs in ``tests/e2e/crds/`` (subsets of KServe's ``InferenceService`` v1beta1 and
+  ``LLMInferenceService``, LeaderWorkerSet and KubeRay's RayService, shipped defaults of
+  kitpin's sites; and ``ModelDeployment``, kind of the extra site in the settings), installed
+  and Established *before* kitpin starts: kopf discovers resources at start-up.
 - ``kitpin`` (``kitpin_server`` is module-scoped, so its cluster-wide webhooks never outlive
   the module that uses them; checked alive per test): the real ``kitpin run --dev``
   subprocess with the settings of :data:`SETTINGS` (cache TTL :data:`CACHE_TTL` seconds, so
@@ -293,6 +294,15 @@ def crds(control_plane: ControlPlane) -> list[str]:
     return names
 
 
+def e2e_crd_kinds() -> set[tuple[str, str]]:
+    """(group, kind) of every CRD in ``tests/e2e/crds``."""
+    kinds = set()
+    for path in CRD_DIR.glob("*.yaml"):
+        crd = yaml.safe_load(path.read_text())
+        kinds.add((crd["spec"]["group"], crd["spec"]["names"]["kind"]))
+    return kinds
+
+
 # --------------------------------------------------------------------------- manifests
 
 
@@ -552,9 +562,16 @@ class Kitpin:
         return procs.http_ok(f"{self.url}/readyz", ssl_context=context)
 
     def _expected(self) -> dict[str, set[str]]:
-        """The webhooks the tests rely on: every built-in resource and the extra site."""
+        """The webhooks the tests rely on: every core resource, the shipped custom resources
+        whose CRDs ``tests/e2e/crds`` installs (kopf gives the others no rules: their
+        resources are not discovered) and the extra site."""
         extra = sites.ExtraSite.from_mapping(SETTINGS["sites"]["extra"][0])
-        resources = [*webhook.BUILTIN_RESOURCES, *webhook.extra_resources([extra])]
+        installed = e2e_crd_kinds()
+        resources = [
+            *webhook.CORE_RESOURCES,
+            *(r for r in webhook.DEFAULT_RESOURCES if (r.group, r.kind) in installed),
+            *webhook.extra_resources([extra]),
+        ]
         mutating = {self.webhook(webhook.handler_ids(r)[0]) for r in resources}
         validating = {self.webhook(webhook.handler_ids(r)[1]) for r in resources}
         return {"mutating": mutating, "validating": validating}

@@ -13,7 +13,7 @@ import pytest
 
 from controller import errors, settings, sites, yamlload
 from controller.registry import hosts
-from controller.sites import settings as sites_settings
+from controller.sites import extra as sites_extra
 from hack import settingsdoc
 
 
@@ -47,7 +47,7 @@ def test_every_key_the_loaders_accept_is_documented() -> None:
     by_section: dict[str, set[str]] = {}
     for key in settings.SETTINGS_KEYS:
         by_section.setdefault(key.section, set()).add(key.name)
-    assert by_section["sites.extra[]"] == set(sites_settings._EXTRA_SITE_KEYS)
+    assert by_section["sites.extra[]"] == set(sites_extra._KEYS)
     registry: dict[str, set[str]] = {}
     for key in settings.REGISTRY_KEYS:
         registry.setdefault(key.section, set()).add(key.name)
@@ -86,7 +86,13 @@ def _other_value(key: settings.Key, default: Any) -> Any:
     if key.kind == "port":
         return 9090
     assert key.kind == "strings"
-    return ["other.example.com/x"]
+    return _OTHER_STRINGS.get(key.path, ["other.example.com/x"])
+
+
+_OTHER_STRINGS: dict[str, list[str]] = {
+    "sites.uriPrefixes": ["modelkit://"],  # a URI scheme
+    "sites.disabledDefaults": ["rayjobs.ray.io"],  # a shipped default's name
+}
 
 
 def _owner(loaded: settings.Settings, owner: type) -> object:

@@ -56,6 +56,8 @@ KINDS = st.sampled_from(
     [
         ("v1", "Pod"), ("apps/v1", "Deployment"), ("batch/v1", "CronJob"), ("v1", "PodTemplate"),
         ("serving.kserve.io/v1beta1", "InferenceService"), ("ml.example.com/v1", "ModelDeployment"),
+        ("serving.kserve.io/v1alpha2", "LLMInferenceService"), ("kubeflow.org/v1", "PyTorchJob"),
+        ("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet"), ("jobset.x-k8s.io/v1alpha2", "JobSet"),
     ]
 )  # fmt: skip
 EXTRA = sites.SitesSettings(
@@ -65,6 +67,12 @@ EXTRA = sites.SitesSettings(
         ),
         sites.ExtraSite(
             group="ml.example.com", kind="ModelDeployment", paths=("spec[*]", "spec.a/b~c")
+        ),
+        sites.ExtraSite(
+            group="ml.example.com",
+            kind="ModelDeployment",
+            paths=("/spec/*/*", "spec.*.uri"),
+            pod_specs=("/spec/*", "spec.pods[*]"),
         ),
     )
 )
@@ -102,6 +110,8 @@ def test_find_on_anything(obj: Any) -> None:
     sites.find(obj)
     sites.pod_template_path(obj)
     sites.controller_owner(obj)
+    sites.is_template(obj)
+    sites.pod_specs(obj, EXTRA)
 
 
 @settings(max_examples=300, deadline=None)

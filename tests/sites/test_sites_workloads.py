@@ -307,13 +307,17 @@ def test_custom_pod_kind() -> None:
             {"name": "i", "env": [{"name": "MODELKIT_REF", "value": "reg.example.com/m:1"}]}
         ]}}},
     }  # fmt: skip
-    assert sites.find(obj) is sites.EMPTY
+    off = ("rollouts.argoproj.io",)  # a shipped default (test_sites_defaults): turned off
+    assert sites.find(obj, sites.SitesSettings(disabled_defaults=off)) is sites.EMPTY
     kinds = {**sites.DEFAULT_POD_KINDS, ("argoproj.io", "Rollout"): "/spec/template/spec"}
-    custom = sites.SitesSettings(pod_kinds=kinds)
+    custom = sites.SitesSettings(pod_kinds=kinds, disabled_defaults=off)
     assert sites.pod_template_path(obj, custom) == "/spec/template/spec"
     assert [s.path for s in sites.find(obj, custom).sites] == [
         "/spec/template/spec/initContainers/0/env/0/value"
     ]
+    # Both the pod kind and the shipped default: one pod spec, walked once.
+    both = sites.SitesSettings(pod_kinds=kinds)
+    assert sites.find(obj, both) == sites.find(obj, custom)
 
 
 ALL_MANIFESTS = [workload(*w[:4]) for w in WORKLOADS] + [BARE_POD, EPHEMERAL, VALUE_FROM]

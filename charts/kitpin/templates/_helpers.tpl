@@ -87,18 +87,49 @@ Exactly one source of the serving certificate:
 
 {{/* Webhook resources -----------------------------------------------------------------
 
-Every resource kitpin's handlers are registered for (controller/webhook.py
-BUILTIN_RESOURCES and handler_ids), then the extra CRD sites of settings.sites.extra
-(handler ids pin-<kind lowercased>[-<group with dots as dashes>], like
-webhook.WebhookResource.slug). Rendered as a YAML list; callers use fromYamlArray.
-`template: true` marks the workload kinds whose pod template kitpin pins (skipped by the
-mutating webhook in pods-only mode, where kitpin never rewrites them).
+Every resource kitpin's handlers are registered for (controller/admission/webhook.py
+CORE_RESOURCES, DEFAULT_RESOURCES and handler_ids): the core kinds, then the shipped custom
+resources (kitpin.defaultSites, minus settings.sites.disabledDefaults), then the extra CRD
+sites of settings.sites.extra (handler ids pin-<kind lowercased>[-<group with dots as
+dashes>], like webhook.WebhookResource.slug). An extra site of a default's group and kind
+replaces it, as in kitpin (controller/sites/settings.py). Several extra entries of one kind
+make one webhook: any version if one of them lists none, else all the versions they list.
+Rendered as a YAML list; callers use fromYamlArray.
+`template: true` marks the pod templates (controller/sites/finding.py is_template: the
+workload kinds, and custom resources with podSpecs and no paths), skipped by the mutating
+webhook in pods-only mode, where kitpin never rewrites them.
 */}}
+
+{{/* The shipped custom resources: controller/sites/defaults.py DEFAULT_SITES (names are
+<plural>.<group>; a test keeps the two lists equal). All namespaced, every version. */}}
+{{- define "kitpin.defaultSites" -}}
+{{- list
+  (dict "name" "leaderworkersets.leaderworkerset.x-k8s.io" "kind" "LeaderWorkerSet" "template" true)
+  (dict "name" "jobsets.jobset.x-k8s.io" "kind" "JobSet" "template" true)
+  (dict "name" "rayclusters.ray.io" "kind" "RayCluster" "template" true)
+  (dict "name" "rayservices.ray.io" "kind" "RayService" "template" true)
+  (dict "name" "rayjobs.ray.io" "kind" "RayJob" "template" true)
+  (dict "name" "services.serving.knative.dev" "kind" "Service" "template" true)
+  (dict "name" "configurations.serving.knative.dev" "kind" "Configuration" "template" true)
+  (dict "name" "revisions.serving.knative.dev" "kind" "Revision" "template" true)
+  (dict "name" "llminferenceservices.serving.kserve.io" "kind" "LLMInferenceService" "template" false)
+  (dict "name" "pytorchjobs.kubeflow.org" "kind" "PyTorchJob" "template" true)
+  (dict "name" "tfjobs.kubeflow.org" "kind" "TFJob" "template" true)
+  (dict "name" "mpijobs.kubeflow.org" "kind" "MPIJob" "template" true)
+  (dict "name" "xgboostjobs.kubeflow.org" "kind" "XGBoostJob" "template" true)
+  (dict "name" "paddlejobs.kubeflow.org" "kind" "PaddleJob" "template" true)
+  (dict "name" "jaxjobs.kubeflow.org" "kind" "JAXJob" "template" true)
+  (dict "name" "trainjobs.trainer.kubeflow.org" "kind" "TrainJob" "template" true)
+  (dict "name" "rollouts.argoproj.io" "kind" "Rollout" "template" true)
+  (dict "name" "jobs.batch.volcano.sh" "kind" "Job" "template" true)
+  | toYaml -}}
+{{- end -}}
 
 {{- define "kitpin.webhookResources" -}}
 {{- $out := list
   (dict "id" "pods" "group" "" "versions" (list "v1") "resource" "pods" "scope" "Namespaced" "template" false)
   (dict "id" "pods-ephemeralcontainers" "group" "" "versions" (list "v1") "resource" "pods/ephemeralcontainers" "scope" "Namespaced" "template" false "operations" (list "UPDATE"))
+  (dict "id" "podtemplates" "group" "" "versions" (list "v1") "resource" "podtemplates" "scope" "Namespaced" "template" true)
   (dict "id" "replicationcontrollers" "group" "" "versions" (list "v1") "resource" "replicationcontrollers" "scope" "Namespaced" "template" true)
   (dict "id" "deployments" "group" "apps" "versions" (list "v1") "resource" "deployments" "scope" "Namespaced" "template" true)
   (dict "id" "statefulsets" "group" "apps" "versions" (list "v1") "resource" "statefulsets" "scope" "Namespaced" "template" true)
@@ -108,21 +139,47 @@ mutating webhook in pods-only mode, where kitpin never rewrites them).
   (dict "id" "cronjobs" "group" "batch" "versions" (list "v1") "resource" "cronjobs" "scope" "Namespaced" "template" true)
   (dict "id" "inferenceservices" "group" "serving.kserve.io" "versions" (list "v1beta1") "resource" "inferenceservices" "scope" "Namespaced" "template" false)
 -}}
+{{- $disabled := .Values.settings.sites.disabledDefaults | default list -}}
 {{- $seen := dict -}}
+{{- $order := list -}}
+{{- range include "kitpin.defaultSites" . | fromYamlArray -}}
+{{- if not (has .name $disabled) -}}
+{{- $plural := index (splitList "." .name) 0 -}}
+{{- $group := trimPrefix (printf "%s." $plural) .name -}}
+{{- $id := printf "%s-%s" (lower .kind) (replace "." "-" $group) -}}
+{{- $_ := set $seen $id (dict "id" $id "group" $group "versions" (list "*") "resource" $plural "scope" "Namespaced" "template" .template "default" true) -}}
+{{- $order = append $order $id -}}
+{{- end -}}
+{{- end -}}
 {{- range $i, $site := .Values.settings.sites.extra -}}
 {{- $id := lower $site.kind -}}
 {{- if $site.group -}}{{- $id = printf "%s-%s" $id (replace "." "-" $site.group) -}}{{- end -}}
+{{- $versions := $site.versions | default (list "*") -}}
+{{- $pods := not (empty $site.podSpecs) -}}
+{{- $paths := not (empty $site.paths) -}}
 {{- $previous := get $seen $id -}}
-{{- if $previous -}}
+{{- if and $previous (not $previous.default) -}}
 {{- if ne $previous.resource $site.plural -}}
 {{- fail (printf "settings.sites.extra[%d]: %s/%s is listed with plural %q and %q; one kind has one plural" $i $site.group $site.kind $previous.resource $site.plural) -}}
 {{- end -}}
+{{- if or (has "*" $previous.versions) (has "*" $versions) -}}
+{{- $_ := set $previous "versions" (list "*") -}}
 {{- else -}}
-{{- $versions := $site.versions | default (list "*") -}}
-{{- $entry := dict "id" $id "group" $site.group "versions" $versions "resource" $site.plural "scope" ($site.scope | default "*") "template" false -}}
-{{- $_ := set $seen $id $entry -}}
-{{- $out = append $out $entry -}}
+{{- $_ := set $previous "versions" (concat $previous.versions $versions | uniq) -}}
 {{- end -}}
+{{- $_ := set $previous "pods" (or $previous.pods $pods) -}}
+{{- $_ := set $previous "paths" (or $previous.paths $paths) -}}
+{{- else -}}
+{{- if not $previous -}}{{- $order = append $order $id -}}{{- end -}}
+{{- $_ := set $seen $id (dict "id" $id "group" $site.group "versions" $versions "resource" $site.plural "scope" ($site.scope | default "*") "pods" $pods "paths" $paths) -}}
+{{- end -}}
+{{- end -}}
+{{- range $order -}}
+{{- $entry := get $seen . -}}
+{{- if not $entry.default -}}
+{{- $_ := set $entry "template" (and $entry.pods (not $entry.paths)) -}}
+{{- end -}}
+{{- $out = append $out (omit $entry "default" "pods" "paths") -}}
 {{- end -}}
 {{- toYaml $out -}}
 {{- end -}}
@@ -205,7 +262,7 @@ The policy kinds (controller/webhook.py POLICY_PLURALS): validated by kitpin's o
 {{- range $s.sites.extra -}}
 {{- $extra = append $extra (omit . "plural" "scope") -}}
 {{- end -}}
-{{- $sites := dict "envNames" $s.sites.envNames "kitCliImages" $s.sites.kitCliImages "extra" $extra -}}
+{{- $sites := dict "envNames" $s.sites.envNames "kitCliImages" $s.sites.kitCliImages "uriPrefixes" ($s.sites.uriPrefixes | default list) "disabledDefaults" ($s.sites.disabledDefaults | default list) "extra" $extra -}}
 {{- $server := dict "drainSeconds" $s.server.drainSeconds "shutdownSeconds" $s.server.shutdownSeconds -}}
 {{- $tags := dict
   "records" $s.tags.records
