@@ -16,6 +16,13 @@ skipped too, with one warning naming it, and remembered as unusable like a good 
 remembered: for ``ttl``, and after that for as long as its ``resourceVersion`` stays the
 same (it is read again, but neither parsed nor reported again). The caches are bounded
 (:data:`MAX_CACHED`): Pods naming ever new secrets cannot grow them without end.
+
+Signature keys (:class:`SecretKeys`): the public key a policy's ``signatures.keys[].secretRef``
+names, read the same way (``get`` by name, cached for ``ttl``, concurrent reads shared, a
+bounded cache) in the one namespace the caller names (:mod:`controller.admission.signing`:
+the policy's own, or kitpin's for a cluster policy). Only the value asked for is kept (a
+Secret that ``cosign generate-key-pair k8s://`` wrote also holds the encrypted private key and
+its password), and a value holding a private key is refused, never kept.
 """
 
 from __future__ import annotations
@@ -98,8 +105,11 @@ class ApiReader:
             if isinstance(entry, Mapping) and isinstance(entry.get("name"), str) and entry["name"]
         ]
 
-    async def secret(self, namespace: str, name: str) -> SecretRead | None:
-        secret = await self._get("pull secret", namespace, "secrets", name)
+    async def secret(
+        self, namespace: str, name: str, *, what: str = "pull secret"
+    ) -> SecretRead | None:
+        """The Secret, or None when absent/forbidden (logged as ``what``)."""
+        secret = await self._get(what, namespace, "secrets", name)
         if secret is None:
             return None
         raw = secret.get("data")
@@ -121,6 +131,110 @@ class ApiReader:
         except (kubeapi.ApiError, ValueError) as e:
             logger.info("%s %s/%s not readable: %s", what, namespace, name, e)
             return None
+
+
+class SecretReader(Protocol):
+    """Reads a Secret by name (:meth:`ApiReader.secret`)."""
+
+    async def secret(self, namespace: str, name: str, *, what: str = ...) -> SecretRead | None:
+        """The Secret, or None when absent/forbidden (logged as ``what``)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _CachedValue:
+    """One Secret value (or why it cannot be had) until ``expires``."""
+
+    expires: float
+    value: bytes | errors.ConfigError
+    resource_version: str
+
+
+class SecretKeys:
+    """Implements :class:`controller.admission.signing.KeySecrets`: one value of one Secret
+    (a signature key), see the module docstring."""
+
+    def __init__(
+        self,
+        reader: SecretReader,
+        *,
+        ttl: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._reader = reader
+        self._ttl = ttl
+        self._clock = clock
+        self._cache: dict[tuple[str, str, str], _CachedValue] = {}
+        self._reads: Flights[tuple[str, str, str], bytes | errors.ConfigError] = Flights()
+
+    def peek(self, namespace: str, name: str, key: str) -> bytes | errors.ConfigError | None:
+        hit = self._cache.get((namespace, name, key))
+        if hit is None or hit.expires <= self._clock():
+            return None
+        return hit.value
+
+    async def read(self, namespace: str, name: str, key: str) -> bytes:
+        cache_key = (namespace, name, key)
+        hit = self._cache.get(cache_key)
+        if hit is not None and hit.expires > self._clock():
+            value = hit.value
+        else:
+
+            async def fetch() -> bytes | errors.ConfigError:
+                found = await self._reader.secret(namespace, name, what="signature key secret")
+                before = self._cache.get(cache_key)
+                version = found.resource_version if found is not None else ""
+                if found is not None and version and before and before.resource_version == version:
+                    got = before.value  # unchanged: not decoded again
+                else:
+                    got = _key_value(found, namespace, name, key)
+                now = self._clock()
+                entry = _CachedValue(expires=now + self._ttl, value=got, resource_version=version)
+                _remember(self._cache, cache_key, entry, now=now, expires=lambda e: e.expires)
+                return got
+
+            value = await self._reads.result(cache_key, fetch)
+        if isinstance(value, errors.ConfigError):
+            raise value
+        return value
+
+
+MAX_KEY_VALUE: Final = 16 * 1024
+"""The largest Secret value read as a public key (a PEM public key is under 1 KiB)."""
+
+
+def _key_value(
+    secret: SecretRead | None, namespace: str, name: str, key: str
+) -> bytes | errors.ConfigError:
+    """``data[key]`` of ``secret``, decoded, or why it cannot be used as a public key."""
+    where = f"Secret {namespace}/{name}"
+    if secret is None:
+        return errors.ConfigError(
+            f"{where} does not exist or kitpin may not read it (it needs `get` on secrets "
+            f"there): create it with the public key under {key!r}"
+        )
+    raw = secret.data.get(key)
+    if raw is None:
+        present = ", ".join(sorted(secret.data)) or "none"
+        return errors.ConfigError(
+            f"{where} has no key {key!r} (its keys: {present}); set secretRef.key, or put "
+            "the public key there"
+        )
+    try:
+        value = base64.b64decode(raw, validate=True)
+    except ValueError:
+        return errors.ConfigError(f"{where} key {key!r} is not base64; re-create the Secret")
+    if len(value) > MAX_KEY_VALUE:
+        return errors.ConfigError(
+            f"{where} key {key!r} holds {len(value)} bytes, more than {MAX_KEY_VALUE}: not a "
+            "public key"
+        )
+    if b"PRIVATE KEY" in value:
+        return errors.ConfigError(
+            f"{where} key {key!r} holds a private key; point secretRef.key at the public key "
+            "(cosign.pub)"
+        )
+    return value
 
 
 class NamespaceCredentials:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from controller import errors, policy, refs, sites
+from controller import errors, policy, refs, signatures, sites
 from controller.admission import pins
 from controller.types import Resolution
 
@@ -65,15 +65,19 @@ def build(
     resolutions: Mapping[str, Resolution] | None = None,
     configs: Mapping[str, Mapping[str, Any]] | None = None,
     first_seen: Callable[[refs.Reference], policy.FirstSeen | None] | None = None,
+    verified: Mapping[str, Mapping[policy.PolicyRef, signatures.Outcome]] | None = None,
 ) -> list[policy.Evidence]:
     """The evidence policy judges for the references ``found`` in ``obj``: each as the user
-    wrote it (``obj``'s pin records), with its resolution and its config blob (the Kitfile)
-    when the caller has them (both by the site's JSON pointer, relative to ``obj``), and for
-    a reference the user wrote without a digest the first digest recorded for its tag
-    (``first_seen``, the ModelKitTag records: ``tags.immutable``)."""
+    wrote it (``obj``'s pin records), with its resolution, its config blob (the Kitfile) and
+    the outcome of its digest's signature check per policy
+    (:mod:`controller.admission.signing`) when the caller has them (all three by the site's
+    JSON pointer, relative to ``obj``), and for a reference the user wrote without a digest
+    the first digest recorded for its tag (``first_seen``, the ModelKitTag records:
+    ``tags.immutable``)."""
     records = pins.read(obj)
     resolutions = resolutions or {}
     configs = configs or {}
+    verified = verified or {}
     evidence: list[policy.Evidence] = []
     for f in found:
         reference, written = as_written(f, records.get(f.site.path))
@@ -88,6 +92,7 @@ def build(
                 config=configs.get(f.site.path),
                 written=written,
                 first_seen=first,
+                signatures=verified.get(f.site.path),
             )
         )
     return evidence

@@ -9,9 +9,12 @@ Mutation rules (each outcome has a named reason, see ``Reason``):
 1. Every ModelKit reference found by :mod:`controller.sites` is parsed in its own grammar.
    Malformed ones are left alone here: the validating webhook denies them with the message.
 2. A reference that already carries a digest is left alone (the validating webhook checks it).
-3. The template of a workload that has a controller owner (a ReplicaSet owned by a
-   Deployment, a Job owned by a CronJob) is never mutated: the owner was pinned, and changing
-   the child's template breeds ReplicaSets (k8s-digester #25). Pods are always pinned.
+3. A pod template (:func:`sites.is_template`: a workload, a PodTemplate, a custom resource
+   declared with pod specs only) that has a controller owner is never mutated: the owner was
+   pinned (a ReplicaSet of a Deployment or Rollout, a Job of a CronJob or JobSet, a
+   StatefulSet of a LeaderWorkerSet, a RayCluster of a RayService), or its Pods will be, and
+   changing the child's template breeds ReplicaSets, revisions or groups (k8s-digester #25).
+   Pods are always pinned. ``pods-only`` leaves every pod template alone.
 4. On UPDATE, a site whose reference is unchanged from the old object keeps the digest the
    old object had: re-applies from GitOps are stable and immutable Job templates stay equal.
    Only CREATE or a changed reference resolves anew.
@@ -20,9 +23,20 @@ Mutation rules (each outcome has a named reason, see ``Reason``):
 6. Pinned sites are recorded in the ``kitpin.dev/pinned`` annotation: a JSON object mapping
    each site's JSON pointer to ``{"from", "digest", "resolvedAt"}`` (:mod:`.pins`).
 
+7. Signatures (a policy's ``signatures`` block, :mod:`.signing`): before pinning, the digest
+   a tag resolved to is verified with the policy's keys; a missing or invalid signature under
+   a rule in mode ``enforce`` denies instead of pinning, and a verified one is named in the
+   record (``signedBy``). A check that cannot be made (``SignatureUnavailable``: a registry
+   error, a key Secret that cannot be read) follows ``failure`` under an ``enforce`` rule
+   (deny by default; ``warn`` pins without ``signedBy`` and validation warns). Validation
+   verifies every reference it admits the same way (cached: the digest mutate verified costs
+   nothing), with the rule's mode.
+
 Validation denies references that can never work (malformed, kit-local, non-sha256 digests)
 and artifacts that are not ModelKits/ModelPacks where a ModelKit is expected
-(:func:`not_a_modelkit_message`, also used by ``kitpin pin`` and ``kitpin check``).
+(:func:`not_a_modelkit_message`, also used by ``kitpin pin`` and ``kitpin check``). It warns
+when an image volume names a KitOps-format ModelKit, which the kubelet cannot mount
+(:func:`artifacts.image_volume_problem`).
 
 Policy judges what :func:`.evidence.build` gives it: every reference as the user wrote it
 (kitpin's own pin never satisfies ``tags.requireDigest``), the same evidence ``kitpin check``
@@ -48,8 +62,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, Protocol
 
-from controller import artifacts, errors, policy, refs, sites, types
-from controller.admission import evidence, pins
+from controller import artifacts, errors, policy, refs, signatures, sites, types
+from controller.admission import evidence, pins, signing
 from controller.admission.evidence import Found
 from controller.admission.pins import PINNED_ANNOTATION, UNPINNED_ANNOTATION
 from controller.resolver import ConfigSource
@@ -58,7 +72,6 @@ from controller.types import Credential, Resolution
 __all__ = [
     "IGNORE_LABEL",
     "PINNED_ANNOTATION",
-    "TEMPLATE_KINDS",
     "UNPINNED_ANNOTATION",
     "UNPINNED_WARNING",
     "UNVERIFIED_WARNING",
@@ -89,11 +102,6 @@ UNPINNED_WARNING: Final = "admitted unpinned (failure mode warn): "
 UNVERIFIED_WARNING: Final = "not verified (failure mode warn): "
 """How the warning of each reference validation could not verify (``failure: warn``) begins."""
 
-# Workload kinds whose pod template is left alone when they have a controller owner.
-TEMPLATE_KINDS: Final = frozenset(
-    {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob"}
-)
-
 
 class Reason:
     """Named outcomes (k8s-digester style): one code per outcome, the same in logs, the
@@ -119,6 +127,10 @@ class Reason:
     """failure: warn, and no reference could be resolved."""
     ADMITTED_UNVERIFIED: Final = "AdmittedUnverified"
     """failure: warn, and validation could not verify a reference (the registry failed)."""
+    SIGNATURE_UNAVAILABLE: Final = signatures.REASON_UNAVAILABLE
+    """A ``signatures`` rule in mode enforce could not be checked (the registry failed while
+    fetching signatures, or a key Secret cannot be read): denied, like a registry failure,
+    unless ``failure: warn``."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -310,12 +322,16 @@ class Engine:
         configs: ConfigSource | None = None,
         settings: AdmissionSettings | None = None,
         tags: TagRecorder | None = None,
+        signatures: signing.Signing | None = None,
     ) -> None:
         self.resolver = resolver
         self.credentials: Credentials = credentials or NoCredentials()
         self.configs = configs
         self.settings = settings or AdmissionSettings()
         self.tags = tags
+        self.signing = signatures
+        """Policies' ``signatures`` blocks (:mod:`.signing`); None: not checked (reported as
+        not checked, never as passed)."""
 
     # --- mutation ------------------------------------------------------------------------
 
@@ -330,8 +346,7 @@ class Engine:
         if not findings.sites:
             return Decision(reason=Reason.NOTHING_TO_DO, warnings=tuple(warnings))
 
-        kind = str(review.obj.get("kind", ""))
-        if kind in TEMPLATE_KINDS:
+        if sites.is_template(review.obj, self.settings.sites):
             if self.settings.mode == "pods-only":
                 return Decision(reason=Reason.PODS_ONLY, warnings=tuple(warnings))
             if sites.controller_owner(review.obj) is not None:
@@ -405,6 +420,19 @@ class Engine:
                 review.namespace, to_resolve, _pod_spec(review.obj), deadline_at
             )
             results = await self._resolve_all(to_resolve, creds, deadline_at)
+            signed, refused = await self._pin_signatures(
+                review,
+                [
+                    (f, r)
+                    for f, r in zip(to_resolve, results, strict=True)
+                    if isinstance(r, Resolution)
+                ],
+                creds,
+                deadline_at,
+                warnings,
+            )
+            if refused is not None:
+                return refused
             immutable_rules = self._immutable_rules(review)
             for found, result in zip(to_resolve, results, strict=True):
                 if isinstance(result, errors.RegistryError):
@@ -412,7 +440,10 @@ class Engine:
                     continue
                 values[found.site.path] = found.site.prefix + found.ref.pinned(result.digest)
                 records[found.site.path] = pins.record(
-                    found.site.value, result.digest, result.resolved_at
+                    found.site.value,
+                    result.digest,
+                    result.resolved_at,
+                    signed_by=signed.get(found.site.path),
                 )
                 self._observe(review, result, immutable_rules)
                 if result.stale:
@@ -498,7 +529,9 @@ class Engine:
         # ModelKit sites need the artifact checked; other sites only when a policy reads the
         # manifest. Owned templates and child Pods carry the owner's digests: cache hits.
         needs_manifest = policy.needs_resolution(applicable)
-        checked = [f for f in found if f.site.expects_modelkit or needs_manifest]
+        # Image volumes too, for the KitOps-format warning (artifacts.image_volume_problem):
+        # their failures and manifests count only where the reasons above need them.
+        checked = [f for f in found if f.site.expects_modelkit or needs_manifest or _mounted(f)]
         deadline_at = self._deadline_at()
         creds = await self._credentials(
             review.namespace, checked, _pod_spec(review.obj), deadline_at
@@ -507,13 +540,22 @@ class Engine:
         resolved: dict[str, Resolution] = {}
         failures: list[tuple[str, str]] = []  # (reason, message) of each registry failure
         for f, result in zip(checked, results, strict=True):
+            needed = f.site.expects_modelkit or needs_manifest
             if isinstance(result, errors.RegistryError):
-                failures.append(
-                    (
-                        result.reason,
-                        f"{f.site.where}: cannot check '{f.site.value}': {result.reason}: {result}",
+                if needed:
+                    failures.append(
+                        (
+                            result.reason,
+                            f"{f.site.where}: cannot check '{f.site.value}': "
+                            f"{result.reason}: {result}",
+                        )
                     )
+                continue
+            if _mounted(f) and (mount := artifacts.image_volume_problem(result.manifest)):
+                warnings.append(
+                    f"{f.site.where}: '{f.site.value}' resolves to {result.digest}, {mount}"
                 )
+            if not needed:
                 continue
             resolved[f.site.path] = result
             if f.ref.digest is None:  # not pinned by kitpin (validate-only, pods-only, ...)
@@ -531,7 +573,18 @@ class Engine:
         violations: tuple[policy.Violation, ...] = ()
         reason = Reason.VERIFIED
         if applicable:
-            configs = await self._configs(found, resolved, applicable, creds, deadline_at, failures)
+            configs: Mapping[str, Mapping[str, Any]] = {}
+            verified: Mapping[str, Mapping[policy.PolicyRef, signatures.Outcome]] = {}
+            if self.signing is None or not policy.signature_policies(applicable):
+                configs = await self._configs(
+                    found, resolved, applicable, creds, deadline_at, failures
+                )
+            else:  # both at once: a cold review waits for the slower, not the sum
+                configs, verified = await asyncio.gather(
+                    self._configs(found, resolved, applicable, creds, deadline_at, failures),
+                    self._verify(found, resolved, applicable, creds, deadline_at),
+                )
+                failures.extend(_signature_failures(found, verified, applicable))
             verdict = policy.evaluate(
                 applicable,
                 namespace=review.namespace,
@@ -546,6 +599,7 @@ class Engine:
                         if self.tags is not None and policy.needs_first_seen(applicable)
                         else None
                     ),
+                    verified=verified,
                 ),
             )
             violations = verdict.violations
@@ -616,6 +670,93 @@ class Engine:
                     )
                 )
         return configs
+
+    # --- signatures ----------------------------------------------------------------------
+
+    async def _verify(
+        self,
+        found: Sequence[Found],
+        resolved: Mapping[str, Resolution],
+        applicable: Sequence[policy.Policy],
+        creds: _Creds,
+        deadline_at: float,
+    ) -> dict[str, dict[policy.PolicyRef, signatures.Outcome]]:
+        """The signature check of each resolved digest under every applicable ``signatures``
+        block (:class:`.signing.Signing`), by site, concurrently within the review's
+        deadline; empty without such a block (or without a verifier)."""
+        checked = policy.signature_policies(applicable)
+        todo = [f for f in found if f.site.path in resolved]
+        if self.signing is None or not checked or not todo:
+            return {}
+        verifying = self.signing
+
+        async def one(f: Found) -> dict[policy.PolicyRef, signatures.Outcome]:
+            return await verifying.outcomes(
+                checked,
+                f.ref,
+                resolved[f.site.path].digest,
+                credential=_credential_for(creds, f.ref),
+                timeout=_remaining(deadline_at),
+            )
+
+        if len(todo) == 1:  # the common case: no task
+            return {todo[0].site.path: await one(todo[0])}
+        results = await asyncio.gather(*(one(f) for f in todo))
+        return {f.site.path: r for f, r in zip(todo, results, strict=True)}
+
+    async def _pin_signatures(
+        self,
+        review: Review,
+        pinned: Sequence[tuple[Found, Resolution]],
+        creds: _Creds,
+        deadline_at: float,
+        warnings: Sequence[str],
+    ) -> tuple[dict[str, str], Decision | None]:
+        """Before pinning (rule 7): the ``signedBy`` of each site whose digest a policy's
+        keys verified, or the denial when a signature is missing or invalid under an
+        enforce rule (or cannot be checked, with ``failure: deny``). Warn and audit
+        violations are left to the validating webhook, which sees the final object."""
+        if self.signing is None or not review.policies or not pinned:
+            return {}, None
+        checked = policy.signature_policies(
+            policy.matching(
+                review.policies,
+                namespace=review.namespace,
+                namespace_labels=review.namespace_labels,
+            )
+        )
+        if not checked:
+            return {}, None
+        found = [f for f, _ in pinned]
+        resolved = {f.site.path: r for f, r in pinned}
+        verified = await self._verify(found, resolved, checked, creds, deadline_at)
+        verdict = policy.evaluate(
+            checked,
+            namespace=review.namespace,
+            namespace_labels=review.namespace_labels,
+            evidence=evidence.build(review.obj, found, resolutions=resolved, verified=verified),
+            blocks=("signatures",),
+        )
+        if verdict.denials:
+            return {}, Decision(
+                reason=verdict.reason,
+                denial=Denial(reason=verdict.reason, message=verdict.denial_message()),
+                warnings=tuple(warnings),
+                violations=verdict.violations,
+            )
+        failures = _signature_failures(found, verified, checked)
+        if failures and self.settings.failure == "deny":
+            return {}, Decision(
+                reason=Reason.SIGNATURE_UNAVAILABLE,
+                denial=Denial(
+                    reason=Reason.SIGNATURE_UNAVAILABLE,
+                    message="kitpin could not verify the signature of every ModelKit, so "
+                    "nothing was admitted: " + "; ".join(m for _, m in failures),
+                ),
+                warnings=tuple(warnings),
+            )
+        signed = {p: names for p, per in verified.items() if (names := signing.signed_by(per))}
+        return signed, None
 
     # --- tag records ---------------------------------------------------------------------
 
@@ -755,6 +896,30 @@ _Creds = Mapping[tuple[str, str], Credential | None] | errors.RegistryTimeoutErr
 """Credentials by (registry, repository), or the error that stopped the lookup."""
 
 
+def _signature_failures(
+    found: Sequence[Found],
+    verified: Mapping[str, Mapping[policy.PolicyRef, signatures.Outcome]],
+    applicable: Sequence[policy.Policy],
+) -> list[tuple[str, str]]:
+    """``(reason, message)`` of each signature check that could not be made under a rule in
+    mode enforce (:func:`policy.signature_failures`): they follow ``failure``."""
+    failures: list[tuple[str, str]] = []
+    for f in found:
+        outcomes = verified.get(f.site.path)
+        if not outcomes:
+            continue
+        for p, outcome in policy.signature_failures(applicable, outcomes):
+            failures.append(
+                (
+                    Reason.SIGNATURE_UNAVAILABLE,
+                    f"{f.site.where}: cannot verify the signature of '{f.site.value}' for "
+                    f"{p.display} rule {policy.Rule.SIGNATURES_KEYS}: {outcome.reason} "
+                    f"({outcome.error_reason}): {outcome.message}",
+                )
+            )
+    return failures
+
+
 def _credential_for(creds: _Creds, ref: refs.Reference) -> Credential | None:
     if isinstance(creds, errors.RegistryError):
         return None
@@ -765,6 +930,11 @@ def _remaining(deadline_at: float) -> float:
     """Seconds left until ``deadline_at`` (a tiny positive floor: asyncio.timeout(0) is fine,
     but the resolver wants a positive deadline)."""
     return max(deadline_at - asyncio.get_running_loop().time(), 0.001)
+
+
+def _mounted(f: Found) -> bool:
+    """An image volume: the kubelet mounts what it names (see the image-volume warning)."""
+    return f.site.kind == "image-volume"
 
 
 def _unresolvable_warning(u: sites.Unresolvable) -> str:

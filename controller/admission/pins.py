@@ -2,7 +2,9 @@
 
 ``kitpin.dev/pinned`` (:data:`PINNED_ANNOTATION`)
     a JSON object mapping each pinned site's JSON pointer to
-    ``{"from": <the value the user wrote>, "digest": <sha256:...>, "resolvedAt": <RFC 3339>}``.
+    ``{"from": <the value the user wrote>, "digest": <sha256:...>, "resolvedAt": <RFC 3339>}``,
+    plus ``"signedBy": <key names>`` when a policy's ``signatures`` block verified the digest
+    before it was pinned (the ``name`` of each key that did, ``release`` or ``release, ci``).
     The mutating webhook writes it; the mutating webhook (to keep a record on UPDATE) and
     :mod:`controller.admission.evidence` (what policy judges) read it.
 ``kitpin.dev/unpinned`` (:data:`UNPINNED_ANNOTATION`)
@@ -24,16 +26,26 @@ PINNED_ANNOTATION: Final = "kitpin.dev/pinned"
 UNPINNED_ANNOTATION: Final = "kitpin.dev/unpinned"
 
 Record = dict[str, str]
-"""One site's ``kitpin.dev/pinned`` record: ``from``, ``digest``, ``resolvedAt``."""
+"""One site's ``kitpin.dev/pinned`` record: ``from``, ``digest``, ``resolvedAt`` and, when a
+signature was verified, ``signedBy``."""
+
+SIGNED_BY: Final = "signedBy"
+"""The record's field naming the keys that verified the pinned digest's signature."""
 
 
-def record(original: str, digest: str, resolved_at: datetime | None) -> Record:
-    """The record of a site whose value ``original`` kitpin pinned to ``digest``."""
-    return {
+def record(
+    original: str, digest: str, resolved_at: datetime | None, *, signed_by: str | None = None
+) -> Record:
+    """The record of a site whose value ``original`` kitpin pinned to ``digest``; ``signed_by``:
+    the names of the keys whose signature of ``digest`` verified (policy ``signatures``)."""
+    entry = {
         "from": original,
         "digest": digest,
         "resolvedAt": types.rfc3339(resolved_at or datetime.now(UTC)),
     }
+    if signed_by:
+        entry[SIGNED_BY] = signed_by
+    return entry
 
 
 def annotations_of(obj: Mapping[str, Any]) -> Mapping[str, Any]:

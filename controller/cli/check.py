@@ -7,12 +7,18 @@ Nothing passes silently: like Kyverno's CLI, every reference gets one result (``
 ``fail``, ``warn``, ``skip`` or ``error``, see :func:`_result`), every policy says which
 objects it applied to or why it was skipped (a namespaceSelector that matched none of the
 namespaces checked, with the ``--namespace-labels`` that would match), and
-``--fail-on-skip`` turns anything not judged into exit code 1."""
+``--fail-on-skip`` turns anything not judged into exit code 1.
+
+Signatures (a policy's ``signatures`` block) are verified online through
+:class:`controller.admission.signing.Signing`, the webhook's own path: the keys a
+``secretRef`` names come from the ``Secret`` objects among the ``--policy`` files (a cluster
+policy's in ``--kitpin-namespace``), never from a cluster."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import logging
 import sys
@@ -20,8 +26,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 
-from controller import errors, manifests, policy, refs, sites
-from controller.admission import evidence, pinning
+from controller import errors, manifests, policy, refs, signatures, sites
+from controller.admission import evidence, pinning, signing
 from controller.cli import common
 
 if TYPE_CHECKING:
@@ -64,6 +70,13 @@ Without --offline, a reference is resolved where a ModelKit is expected or where
 reads the artifact, and its Kitfile is read only when a rule needs it; a registry that cannot
 answer is an error (exit 1): the check could not complete.
 
+Signatures (a policy's signatures block) are verified online, as the webhook verifies them:
+the digest's cosign signature must verify with the policy's keys. A key kept in a Secret
+(secretRef) is read from the Secret objects in the --policy files (`kubectl get secret NAME
+-o yaml`), in the policy's namespace, or for a ClusterModelKitPolicy in --kitpin-namespace;
+a signature that cannot be checked under an enforce rule is an error (exit 1), as the
+webhook denies it.
+
 Exit codes: 0 no enforce-mode violation and no error (warn and audit violations are printed
 but pass; so do skips, unless --fail-on-skip); 1 an enforce-mode violation, an invalid
 reference, a non-ModelKit where a ModelKit is expected, or a registry failure, and with
@@ -73,6 +86,8 @@ YAML.
 """
 
 DEFAULT_NAMESPACE: Final = "default"
+DEFAULT_KITPIN_NAMESPACE: Final = "kitpin"
+"""Where kitpin runs when installed as docs/install.md does (``helm install -n kitpin``)."""
 NAMESPACE_NAME_LABEL: Final = "kubernetes.io/metadata.name"
 """The label Kubernetes puts on every namespace, holding its name."""
 
@@ -127,6 +142,14 @@ def add_parser(sub: Any) -> None:
         action="store_true",
         help="ask no registry: check only rules on the references themselves (repositories, "
         "tags, requireDigest); the others are reported as not checked",
+    )
+    p.add_argument(
+        "--kitpin-namespace",
+        metavar="NS",
+        default=DEFAULT_KITPIN_NAMESPACE,
+        help="the namespace kitpin runs in, where a ClusterModelKitPolicy's signature key "
+        f"Secrets (secretRef) are (default: {DEFAULT_KITPIN_NAMESPACE}); the Secrets "
+        "themselves come from the --policy files",
     )
     p.add_argument(
         "--output",
@@ -197,9 +220,70 @@ def _policy_documents(obj: object) -> list[object]:
     return [obj]
 
 
-def _load_policies(args: argparse.Namespace) -> tuple[tuple[policy.Policy, ...], list[str]]:
-    """The policies of the ``--policy`` files, and every problem found in them (with file and
-    line, and the field the parser names)."""
+class _FileSecrets:
+    """:class:`signing.KeySecrets` over the ``Secret`` objects of the ``--policy`` files: a
+    policy's key Secret is given beside the policy, never read from a cluster."""
+
+    def __init__(self, found: Mapping[tuple[str, str], Mapping[str, Any]]) -> None:
+        self._found = found
+
+    def peek(self, namespace: str, name: str, key: str) -> bytes | errors.ConfigError | None:
+        secret = self._found.get((namespace, name))
+        where = f"Secret {namespace}/{name}"
+        if secret is None:
+            return errors.ConfigError(
+                f"{where} is not among the --policy files: add it there (`kubectl get secret "
+                f"-n {namespace} {name} -o yaml`, or a Secret with stringData {key}: <PEM>)"
+            )
+        string_data = secret.get("stringData")
+        data = secret.get("data")
+        value: bytes | None = None
+        if isinstance(string_data, Mapping) and isinstance(string_data.get(key), str):
+            value = string_data[key].encode()
+        elif isinstance(data, Mapping) and isinstance(data.get(key), str):
+            try:
+                value = base64.b64decode(data[key], validate=True)
+            except ValueError:
+                return errors.ConfigError(f"{where} key {key!r} is not base64")
+        if value is None:
+            return errors.ConfigError(f"{where} has no key {key!r}; set secretRef.key")
+        if b"PRIVATE KEY" in value:
+            return errors.ConfigError(
+                f"{where} key {key!r} holds a private key; point secretRef.key at the public key"
+            )
+        return value
+
+    async def read(self, namespace: str, name: str, key: str) -> bytes:
+        value = self.peek(namespace, name, key)
+        if isinstance(value, errors.ConfigError):
+            raise value
+        assert value is not None
+        return value
+
+
+def _secret_documents(
+    obj: object, default_namespace: str
+) -> dict[tuple[str, str], Mapping[str, Any]]:
+    """The ``Secret`` objects among ``obj`` (a document or a ``kind: List``), by namespace
+    and name."""
+    found: dict[tuple[str, str], Mapping[str, Any]] = {}
+    for doc in _policy_documents(obj):
+        if not isinstance(doc, Mapping) or doc.get("kind") != "Secret":
+            continue
+        metadata = doc.get("metadata")
+        if not isinstance(metadata, Mapping) or not isinstance(metadata.get("name"), str):
+            continue
+        namespace = metadata.get("namespace")
+        namespace = namespace if isinstance(namespace, str) and namespace else default_namespace
+        found[(namespace, metadata["name"])] = doc
+    return found
+
+
+def _load_policies(
+    args: argparse.Namespace,
+) -> tuple[tuple[policy.Policy, ...], list[str], _FileSecrets]:
+    """The policies of the ``--policy`` files, every problem found in them (with file and
+    line, and the field the parser names), and the Secrets among them (signature keys)."""
     if common.STDIN in args.policy:
         raise manifests.ManifestError(
             "--policy - : policies are read from files or directories, not from stdin"
@@ -208,9 +292,11 @@ def _load_policies(args: argparse.Namespace) -> tuple[tuple[policy.Policy, ...],
     default_namespace = args.namespace or DEFAULT_NAMESPACE
     found: dict[policy.PolicyRef, tuple[str, policy.Policy]] = {}
     problems: list[str] = []
+    secrets: dict[tuple[str, str], Mapping[str, Any]] = {}
     for source, manifest in loaded:
         for document in manifest.documents:
             at = f"{source.name}:{document.line}"
+            secrets.update(_secret_documents(document.obj, default_namespace))
             try:
                 parsed = policy.parse_policies(
                     _policy_documents(document.obj), default_namespace=default_namespace
@@ -232,7 +318,7 @@ def _load_policies(args: argparse.Namespace) -> tuple[tuple[policy.Policy, ...],
             f"no {policy.CLUSTER_KIND} or {policy.NAMESPACED_KIND} (apiVersion "
             f"{policy.API_VERSION}) in --policy {' '.join(args.policy)}"
         )
-    return tuple(p for _, p in found.values()), problems
+    return tuple(p for _, p in found.values()), problems, _FileSecrets(secrets)
 
 
 @dataclass(kw_only=True)
@@ -246,6 +332,8 @@ class _Checked:
     resolve: bool = False
     resolution: Resolution | None = None
     config: Mapping[str, Any] | None = None
+    signatures: Mapping[policy.PolicyRef, signatures.Outcome] | None = None
+    """The signature check of the resolved digest, per policy with a ``signatures`` block."""
     problems: list[tuple[str, str]] = field(default_factory=list)
     """(reason, message) of each error: invalid, not a ModelKit, registry failures."""
 
@@ -399,10 +487,18 @@ def _review(
     return reviewed, skipped
 
 
-async def _look_up(wanted: Sequence[_Checked], access: common.Access) -> None:
+async def _look_up(
+    wanted: Sequence[_Checked],
+    access: common.Access,
+    *,
+    secrets: signing.KeySecrets | None = None,
+    kitpin_namespace: str | None = None,
+) -> None:
     """Resolve ``wanted`` (deduplicated, concurrently, within the deadline), flag
-    non-ModelKits where a ModelKit is expected, and read the config blob (Kitfile) of those
-    whose policies need it (:func:`policy.needs_config`); failures go into ``problems``."""
+    non-ModelKits where a ModelKit is expected, read the config blob (Kitfile) of those
+    whose policies need it (:func:`policy.needs_config`) and verify the signatures their
+    policies ask for (:class:`signing.Signing`, as the webhook does: the key Secrets from
+    ``secrets``, a cluster policy's in ``kitpin_namespace``); failures go into ``problems``."""
     from controller.resolver import ConfigCache
 
     async with common.registry(access) as (client, resolver):
@@ -445,6 +541,31 @@ async def _look_up(wanted: Sequence[_Checked], access: common.Access) -> None:
                         (e.reason, f"cannot read the Kitfile of '{value}': {shown}")
                     )
 
+        signer = signing.Signing(
+            common.signature_verifier(client), secrets=secrets, own_namespace=kitpin_namespace
+        )
+
+        async def verify(checked: _Checked, ref: refs.Reference, resolution: Resolution) -> None:
+            async with limit:
+                checked.signatures = outcomes = await signer.outcomes(
+                    checked.applicable,
+                    ref,
+                    resolution.digest,
+                    credential=access.credential(ref),
+                    timeout=access.deadline,
+                )
+            # As the webhook denies it (failure: deny): an enforce rule that cannot be checked.
+            for p, outcome in policy.signature_failures(checked.applicable, outcomes):
+                checked.problems.append(
+                    (
+                        pinning.Reason.SIGNATURE_UNAVAILABLE,
+                        f"cannot verify the signature of '{checked.located.site.value}' for "
+                        f"{p.display} rule {policy.Rule.SIGNATURES_KEYS}: {outcome.reason} "
+                        f"({outcome.error_reason}): "
+                        + common.cli_advice(outcome.message, registry=ref.registry),
+                    )
+                )
+
         await asyncio.gather(
             *(
                 read_config(c, c.ref, c.resolution)
@@ -452,7 +573,14 @@ async def _look_up(wanted: Sequence[_Checked], access: common.Access) -> None:
                 if c.ref is not None
                 and c.resolution is not None
                 and policy.needs_config(c.applicable, c.resolution.manifest)
-            )
+            ),
+            *(
+                verify(c, c.ref, c.resolution)
+                for c in wanted
+                if c.ref is not None
+                and c.resolution is not None
+                and policy.signature_policies(c.applicable)
+            ),
         )
 
 
@@ -578,6 +706,11 @@ def _findings(
                 },
                 configs={
                     c.located.site.path: c.config for c in obj.references if c.config is not None
+                },
+                verified={
+                    c.located.site.path: c.signatures
+                    for c in obj.references
+                    if c.signatures is not None
                 },
             )
             verdict = policy.evaluate(
@@ -705,8 +838,9 @@ def run(args: argparse.Namespace) -> int:
     deadline = common.deadline_seconds(args, config)
     labels = _namespace_labels(args.namespace_labels)
     policies: tuple[policy.Policy, ...] = ()
+    secrets = _FileSecrets({})
     if args.policy:
-        policies, problems = _load_policies(args)
+        policies, problems, secrets = _load_policies(args)
         for problem in problems:
             print(f"kitpin: invalid policy: {problem}", file=sys.stderr)
         if problems:
@@ -723,7 +857,14 @@ def run(args: argparse.Namespace) -> int:
     wanted = [c for obj in objects for c in obj.references if c.resolve]
     if wanted:
         access = common.registry_access(args, config, deadline, (c.ref for c in wanted if c.ref))
-        asyncio.run(_look_up(wanted, access))
+        asyncio.run(
+            _look_up(
+                wanted,
+                access,
+                secrets=secrets,
+                kitpin_namespace=args.kitpin_namespace,
+            )
+        )
     report = _findings(objects, policies, offline=args.offline)
     unresolvable = [
         {

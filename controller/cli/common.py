@@ -1,5 +1,6 @@
 """What the ``kitpin`` commands share: exit codes, flags, reading the input manifests, and
-reaching the registries (one client, one resolver, the same deadline for every reference)."""
+reaching the registries (one client, one resolver, one signature verifier, the same deadline
+for every reference)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 from controller import errors, manifests, refs, settings, sites
 
 if TYPE_CHECKING:
+    from controller.admission.signing import SignatureVerifier
     from controller.registry.client import RegistryClient
     from controller.registry.credentials import Keychain
     from controller.registry.hosts import HostPolicy
@@ -248,6 +250,15 @@ async def registry(access: Access) -> AsyncIterator[tuple[RegistryClient, Resolv
             yield client, resolver
         finally:
             await resolver.aclose()
+
+
+def signature_verifier(client: RegistryClient) -> SignatureVerifier:
+    """One signature verifier for the whole run (cached per digest and key set,
+    single-flight), over ``client``: what the webhook verifies with
+    (:class:`controller.signatures.Verifier`)."""
+    from controller.signatures import Verifier
+
+    return Verifier(client)
 
 
 async def resolve_all(

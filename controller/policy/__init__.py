@@ -32,7 +32,7 @@ The model
     A policy (:class:`Policy`) is one object of the ``kitpin.dev/v1alpha1`` CRDs in
     ``deploy/crds/``. A ``ClusterModelKitPolicy`` applies in every namespace its
     ``namespaceSelector`` matches (absent or empty: all namespaces); a ``ModelKitPolicy``
-    applies in its own namespace only. A policy has a ``mode`` and up to four rule blocks,
+    applies in its own namespace only. A policy has a ``mode`` and up to five rule blocks,
     each of which may override the mode for its own rules:
 
     ================  ================================================================
@@ -48,6 +48,9 @@ The model
                       ``artifacts.licenses`` (licenses declared in the Kitfile)
     ``parents``       ``parents.requireDigest``: a Kitfile whose ``model.path`` (or a
                       dataset's ``remotePath``) names a parent ModelKit by tag
+    ``signatures``    ``signatures.keys``: the resolved digest has no cosign signature
+                      (``SignatureMissing``) or none by a listed key over this digest
+                      (``SignatureInvalid``); keys inline (parsed here) or in a Secret
     ================  ================================================================
 
     Glob patterns: ``*`` matches within one path component, ``**`` (a whole component)
@@ -82,10 +85,15 @@ Evidence
     the reference *as the user wrote it* (tag-only or with a digest: ``requireDigest``
     depends on it, so after kitpin pinned a site the engine passes the ``from`` value of
     the ``kitpin.dev/pinned`` record, not the pinned text), and when available the
-    :class:`~controller.types.Resolution` and the config blob. A rule that needs data that
-    is absent is reported as :class:`Unchecked`, never guessed: the engine runs
-    :func:`evaluate` once before resolving (reference rules only: cheap, and a
-    ``requireDigest`` denial must come before any pinning) and once with the artifacts.
+    :class:`~controller.types.Resolution`, the config blob and the signature check's
+    outcome per policy (:mod:`controller.admission.signing` verifies; here is only what the
+    outcome means). A rule that needs data that is absent is reported as :class:`Unchecked`,
+    never guessed: the engine runs :func:`evaluate` once before resolving (reference rules
+    only: cheap, and a ``requireDigest`` denial must come before any pinning), once after
+    resolving with ``blocks={"signatures"}`` (a signature denial must come before pinning
+    too) and once with the artifacts. A signature check that could not be made is
+    :class:`Unchecked`; in mode ``enforce`` the engine also treats it as a failure that
+    follows the ``failure`` setting (:func:`signature_failures`).
 """
 
 from __future__ import annotations
@@ -99,6 +107,8 @@ from controller.policy.evaluation import (
     needs_first_seen,
     needs_kitfile,
     needs_resolution,
+    signature_failures,
+    signature_policies,
 )
 from controller.policy.kitfile import (
     ParentReference,
@@ -110,6 +120,8 @@ from controller.policy.model import (
     API_VERSION,
     CLUSTER_KIND,
     DEFAULT_MODE,
+    DEFAULT_SECRET_KEY,
+    DEFAULT_SIGNATURE_REQUIREMENT,
     GROUP,
     KINDS,
     LAYER_KINDS,
@@ -117,13 +129,17 @@ from controller.policy.model import (
     MAX_LICENSES,
     MAX_PATTERNS,
     MAX_REPOSITORY_PATTERN_LENGTH,
+    MAX_SECRET_KEY_LENGTH,
+    MAX_SECRET_NAME_LENGTH,
     MAX_SELECTOR_TERMS,
     MAX_SELECTOR_VALUES,
+    MAX_SIGNATURE_KEYS,
     MAX_TAG_PATTERN_LENGTH,
     MODES,
     NAMESPACED_KIND,
     READY,
     RECENT_VIOLATIONS_KEPT,
+    SIGNATURE_REQUIREMENTS,
     SUMMARY_LENGTH,
     VERSION,
     ArtifactRules,
@@ -142,6 +158,10 @@ from controller.policy.model import (
     RepositoryRules,
     Requirement,
     Rule,
+    SecretKeyRef,
+    SignatureKey,
+    SignatureRequirement,
+    SignatureRules,
     TagRules,
     Unchecked,
     Verdict,
@@ -156,6 +176,8 @@ __all__ = [
     "API_VERSION",
     "CLUSTER_KIND",
     "DEFAULT_MODE",
+    "DEFAULT_SECRET_KEY",
+    "DEFAULT_SIGNATURE_REQUIREMENT",
     "GROUP",
     "KINDS",
     "LAYER_KINDS",
@@ -163,14 +185,18 @@ __all__ = [
     "MAX_LICENSE_LENGTH",
     "MAX_PATTERNS",
     "MAX_REPOSITORY_PATTERN_LENGTH",
+    "MAX_SECRET_KEY_LENGTH",
+    "MAX_SECRET_NAME_LENGTH",
     "MAX_SELECTOR_TERMS",
     "MAX_SELECTOR_VALUES",
+    "MAX_SIGNATURE_KEYS",
     "MAX_TAG_PATTERN_LENGTH",
     "MODEL_FORMATS",
     "MODES",
     "NAMESPACED_KIND",
     "READY",
     "RECENT_VIOLATIONS_KEPT",
+    "SIGNATURE_REQUIREMENTS",
     "SUMMARY_LENGTH",
     "VERSION",
     "ArtifactRules",
@@ -191,6 +217,10 @@ __all__ = [
     "RepositoryRules",
     "Requirement",
     "Rule",
+    "SecretKeyRef",
+    "SignatureKey",
+    "SignatureRequirement",
+    "SignatureRules",
     "TagRules",
     "Unchecked",
     "Verdict",
@@ -211,4 +241,6 @@ __all__ = [
     "policy_order",
     "record_violations",
     "rejected_status",
+    "signature_failures",
+    "signature_policies",
 ]

@@ -7,10 +7,10 @@ Pure and total.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
-from controller import artifacts, refs, types
+from controller import artifacts, refs, signatures, types
 from controller.policy.kitfile import (
     ParentReference,
     declared_licenses,
@@ -25,9 +25,11 @@ from controller.policy.model import (
     Glob,
     LicenseRules,
     Policy,
+    PolicyRef,
     Reason,
     RepositoryRules,
     Rule,
+    SignatureRules,
     TagRules,
     Unchecked,
     Verdict,
@@ -51,14 +53,37 @@ def matching(
 
 
 def needs_resolution(policies: Iterable[Policy]) -> bool:
-    """Whether any rule reads the manifest or the digest a tag resolves to (artifact, parent
-    and ``tags.immutable`` rules). Without one, the reference itself (repository, tag,
-    digest) is all the policies look at."""
+    """Whether any rule reads the manifest or the digest a tag resolves to (artifact, parent,
+    ``tags.immutable`` and signature rules). Without one, the reference itself (repository,
+    tag, digest) is all the policies look at."""
     return any(
         p.artifacts is not None
         or p.parents is not None
+        or p.signatures is not None
         or (p.tags is not None and bool(p.tags.immutable))
         for p in policies
+    )
+
+
+def signature_policies(policies: Iterable[Policy]) -> tuple[Policy, ...]:
+    """The policies among ``policies`` with a ``signatures`` block: the digest of every
+    reference they apply to is verified (:mod:`controller.admission.signing`) for each."""
+    return tuple(p for p in policies if p.signatures is not None)
+
+
+def signature_failures(
+    policies: Iterable[Policy], outcomes: Mapping[PolicyRef, signatures.Outcome]
+) -> tuple[tuple[Policy, signatures.SignatureUnavailable], ...]:
+    """The signature checks that could not be made (``SignatureUnavailable``: a registry
+    error, a key Secret that cannot be read) for a rule in mode ``enforce``: they follow the
+    ``failure`` setting (deny by default), as a registry failure while resolving does. In
+    mode ``warn`` or ``audit`` the rule is reported as not checked (:func:`evaluate`)."""
+    return tuple(
+        (p, outcome)
+        for p in policies
+        if p.signatures is not None
+        and isinstance(outcome := outcomes.get(p.ref), signatures.SignatureUnavailable)
+        and p.mode_of(Rule.SIGNATURES_KEYS) == "enforce"
     )
 
 
@@ -110,6 +135,7 @@ def evaluate(
     namespace: str,
     namespace_labels: Mapping[str, str],
     evidence: Sequence[Evidence],
+    blocks: Collection[str] | None = None,
 ) -> Verdict:
     """Evaluate every policy that applies in ``namespace`` against every reference.
 
@@ -120,13 +146,15 @@ def evaluate(
     Rules whose data is absent are returned as :class:`Unchecked`; rules that do not apply
     to a reference (artifact rules for an artifact that is not a model, e.g. a container
     image in an image volume) are skipped. See :class:`Verdict` for the outcome.
+    ``blocks``: evaluate only the rules of these blocks (``{"signatures"}``: what the
+    mutating webhook decides after resolving, before it pins); None: every rule.
     """
     applicable = matching(policies, namespace=namespace, namespace_labels=namespace_labels)
     violations: list[Violation] = []
     unchecked: list[Unchecked] = []
     for ev in evidence:
         for policy in applicable:
-            _Check(policy, ev, namespace, violations, unchecked).run()
+            _Check(policy, ev, namespace, violations, unchecked).run(blocks)
     return Verdict(
         violations=tuple(violations),
         unchecked=tuple(unchecked),
@@ -180,13 +208,53 @@ class _Check:
             )
         )
 
-    def run(self) -> None:
-        if self.policy.repositories is not None:
+    def run(self, blocks: Collection[str] | None = None) -> None:
+        def wanted(block: str) -> bool:
+            return blocks is None or block in blocks
+
+        if self.policy.repositories is not None and wanted("repositories"):
             self.repositories(self.policy.repositories)
-        if self.policy.tags is not None:
+        if self.policy.tags is not None and wanted("tags"):
             self.tags(self.policy.tags)
-        if self.policy.artifacts is not None or self.policy.parents is not None:
+        if (self.policy.artifacts is not None and wanted("artifacts")) or (
+            self.policy.parents is not None and wanted("parents")
+        ):
             self.artifact_rules()
+        if self.policy.signatures is not None and wanted("signatures"):
+            self.signatures(self.policy.signatures)
+
+    # -- the signature -------------------------------------------------------------------
+
+    def signatures(self, rules: SignatureRules) -> None:
+        """The verifier's outcome for this policy's keys (the engine verified the resolved
+        digest): missing or invalid signatures violate the rule; a check that could not be
+        made is reported as not checked (in mode enforce the engine also treats it as a
+        failure, :func:`signature_failures`)."""
+        rule = Rule.SIGNATURES_KEYS
+        resolution = self.ev.resolution
+        outcome = (self.ev.signatures or {}).get(self.policy.ref)
+        if resolution is None:
+            self.skip(rule, "the reference was not resolved, so the digest to verify is unknown")
+            return
+        if outcome is None:
+            self.skip(rule, f"the signature of {resolution.digest} was not verified")
+            return
+        if isinstance(outcome, signatures.Verified):
+            return
+        if isinstance(outcome, signatures.SignatureUnavailable):
+            self.skip(rule, f"{outcome.reason}: {outcome.message}")
+            return
+        requirement = "every one" if rules.require == "all" else "one"
+        self.violation(
+            rule,
+            Reason.SIGNATURE_MISSING
+            if isinstance(outcome, signatures.SignatureMissing)
+            else Reason.SIGNATURE_INVALID,
+            f"resolves to {resolution.digest}, which has no valid signature "
+            f"({outcome.reason}): {outcome.message}",
+            f"namespace {self.namespace} accepts only ModelKits signed with {requirement} of "
+            f"the keys of {self.policy.display} ({rules.names})",
+        )
 
     # -- the reference -------------------------------------------------------------------
 

@@ -14,6 +14,9 @@ from types import MappingProxyType
 from typing import Any, Final, Literal, get_args
 
 from controller import artifacts, refs, sites, types
+from controller.signatures import REASON_INVALID, REASON_MISSING, PublicKey
+from controller.signatures import Outcome as SignatureOutcome
+from controller.signatures.keys import MAX_KEYS
 from controller.types import Resolution
 
 GROUP: Final = "kitpin.dev"
@@ -66,6 +69,16 @@ MAX_LICENSES: Final = 64
 MAX_LICENSE_LENGTH: Final = 128
 MAX_SELECTOR_TERMS: Final = 32
 MAX_SELECTOR_VALUES: Final = 64
+MAX_SIGNATURE_KEYS: Final = MAX_KEYS
+MAX_SECRET_NAME_LENGTH: Final = 253
+MAX_SECRET_KEY_LENGTH: Final = 253
+DEFAULT_SECRET_KEY: Final = "cosign.pub"
+"""The Secret data key a ``secretRef`` reads when it names none: where ``cosign
+generate-key-pair k8s://<namespace>/<name>`` puts the public key."""
+
+SignatureRequirement = Literal["any", "all"]
+SIGNATURE_REQUIREMENTS: Final[tuple[SignatureRequirement, ...]] = get_args(SignatureRequirement)
+DEFAULT_SIGNATURE_REQUIREMENT: Final[SignatureRequirement] = "any"
 
 
 class Rule:
@@ -81,6 +94,7 @@ class Rule:
     ARTIFACTS_REQUIRED_LAYERS: Final = "artifacts.requiredLayers"
     ARTIFACTS_LICENSES: Final = "artifacts.licenses"
     PARENTS_REQUIRE_DIGEST: Final = "parents.requireDigest"
+    SIGNATURES_KEYS: Final = "signatures.keys"
 
 
 class Reason:
@@ -99,6 +113,10 @@ class Reason:
     LICENSE_UNDECLARED: Final = "LicenseUndeclared"
     PARENT_NOT_PINNED: Final = "ParentNotPinned"
     PARENT_LOCAL: Final = "ParentInLocalStorage"
+    SIGNATURE_MISSING: Final = REASON_MISSING
+    """``signatures.keys``: no signature of the digest was found."""
+    SIGNATURE_INVALID: Final = REASON_INVALID
+    """``signatures.keys``: signatures were found, none by a listed key over this digest."""
     UNCHECKABLE: Final = "Uncheckable"
     # one per verdict
     DENIED: Final = "PolicyDenied"
@@ -237,6 +255,57 @@ class ParentRules:
     mode: Mode | None = None
 
 
+@dataclass(frozen=True, kw_only=True)
+class SecretKeyRef:
+    """``secretRef``: a public key kept in a Secret (``cosign generate-key-pair
+    k8s://<namespace>/<name>`` writes one). The Secret is read where the policy lives: the
+    policy's own namespace for a ``ModelKitPolicy``, kitpin's own namespace for a
+    ``ClusterModelKitPolicy`` (never a namespace the policy names: there is no such field)."""
+
+    name: str
+    key: str = DEFAULT_SECRET_KEY
+    """The Secret's data key holding the PEM."""
+    namespace: str | None = None
+    """The policy's namespace (``ModelKitPolicy``); None: kitpin's own namespace, which only
+    the running controller knows (``ClusterModelKitPolicy``)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SignatureKey:
+    """One entry of ``signatures.keys``: a named public key, inline or in a Secret (exactly
+    one of :attr:`public_key` and :attr:`secret`)."""
+
+    name: str
+    """Reported when the key verifies a signature (and in the ``kitpin.dev/pinned`` record)."""
+    field: str
+    """Where it is in the policy, for messages: ``spec.signatures.keys[1]``."""
+    public_key: PublicKey | None = None
+    """The parsed inline ``publicKey``."""
+    secret: SecretKeyRef | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SignatureRules:
+    """``spec.signatures``: the digest kitpin pins must carry a cosign signature made with
+    the listed keys (:mod:`controller.signatures`)."""
+
+    keys: tuple[SignatureKey, ...]
+    require: SignatureRequirement = DEFAULT_SIGNATURE_REQUIREMENT
+    """``any``: one listed key's signature is enough; ``all``: every listed key must have
+    signed the digest."""
+    log_keys: tuple[PublicKey, ...] = ()
+    """Transparency-log (Rekor) public keys: a signature's log entry is verified offline
+    against them (see :class:`controller.signatures.KeySet`)."""
+    require_log_entry: bool = False
+    """Refuse signatures without a log entry (needs :attr:`log_keys`)."""
+    mode: Mode | None = None
+
+    @property
+    def names(self) -> str:
+        """The keys' names, for messages: ``release, ci``."""
+        return ", ".join(k.name for k in self.keys)
+
+
 @dataclass(frozen=True, kw_only=True, order=True)
 class PolicyRef:
     """Which policy object: the key of the policy index and of status updates."""
@@ -266,6 +335,7 @@ class Policy:
     tags: TagRules | None = None
     artifacts: ArtifactRules | None = None
     parents: ParentRules | None = None
+    signatures: SignatureRules | None = None
 
     @property
     def ref(self) -> PolicyRef:
@@ -299,6 +369,8 @@ class Policy:
             names += [Rule.ARTIFACTS_LICENSES] if a.licenses else []
         if self.parents:
             names.append(Rule.PARENTS_REQUIRE_DIGEST)
+        if self.signatures:
+            names.append(Rule.SIGNATURES_KEYS)
         return tuple(names)
 
     @property
@@ -329,6 +401,9 @@ class Policy:
             block("artifacts", a.mode, items)
         if self.parents:
             block("parents", self.parents.mode, ["pinned by digest"])
+        if sig := self.signatures:
+            how = "signed by " + ("all of" if sig.require == "all" else "any of")
+            block("signatures", sig.mode, [f"{how} {' '.join(k.name for k in sig.keys)}"])
         text = "; ".join(blocks) or "no rules"
         return text if len(text) <= SUMMARY_LENGTH else text[: SUMMARY_LENGTH - 3] + "..."
 
@@ -339,6 +414,7 @@ class Policy:
             "tags": self.tags,
             "artifacts": self.artifacts,
             "parents": self.parents,
+            "signatures": self.signatures,
         }.get(rule.partition(".")[0])
         mode = getattr(block, "mode", None)
         return mode if mode is not None else self.mode
@@ -383,6 +459,10 @@ class Evidence:
     first_seen: FirstSeen | None = None
     """The first digest recorded for the reference's tag (``tags.immutable``); None when no
     record is known (first use: nothing to compare with) or none was asked for."""
+    signatures: Mapping[PolicyRef, SignatureOutcome] | None = None
+    """What the signature check of the resolved digest came to, for each policy with a
+    ``signatures`` block (:mod:`controller.admission.signing`); a policy absent from it was
+    not checked (offline, not resolved)."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -4,7 +4,7 @@ One concern, the longest module of the package: :class:`_PolicyParser` checks ev
 CRD schema checks (a file given to ``kitpin check`` never met the apiserver) and what it cannot
 (glob and label-selector syntax, rules that can never match or contradict each other), and
 reports every problem at once, each with its field path. Its methods follow the shape of a
-policy (metadata, namespaceSelector, the four rule blocks, glob patterns); splitting them
+policy (metadata, namespaceSelector, the five rule blocks, glob patterns); splitting them
 would only scatter one walk over one object.
 """
 
@@ -16,11 +16,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Final, TypeVar, cast
 
-from controller import artifacts, errors, refs, types
+from controller import artifacts, errors, refs, signatures, types
 from controller.policy.model import (
     API_VERSION,
     CLUSTER_KIND,
     DEFAULT_MODE,
+    DEFAULT_SECRET_KEY,
+    DEFAULT_SIGNATURE_REQUIREMENT,
     GROUP,
     KINDS,
     LAYER_KINDS,
@@ -28,12 +30,16 @@ from controller.policy.model import (
     MAX_LICENSES,
     MAX_PATTERNS,
     MAX_REPOSITORY_PATTERN_LENGTH,
+    MAX_SECRET_KEY_LENGTH,
+    MAX_SECRET_NAME_LENGTH,
     MAX_SELECTOR_TERMS,
     MAX_SELECTOR_VALUES,
+    MAX_SIGNATURE_KEYS,
     MAX_TAG_PATTERN_LENGTH,
     MODES,
     NAMESPACED_KIND,
     SELECTOR_OPERATORS,
+    SIGNATURE_REQUIREMENTS,
     ArtifactRules,
     Glob,
     LabelSelector,
@@ -44,6 +50,10 @@ from controller.policy.model import (
     PolicyKind,
     RepositoryRules,
     Requirement,
+    SecretKeyRef,
+    SignatureKey,
+    SignatureRequirement,
+    SignatureRules,
     TagRules,
     policy_order,
 )
@@ -97,8 +107,17 @@ _REPO_PATTERN_CHARS_RE: Final = re.compile(r"[a-z0-9._:/*?\[\]-]+")
 _HOST_PATTERN_RE: Final = re.compile(r"[a-z0-9.:*?\[\]-]+")
 _PATH_PATTERN_RE: Final = re.compile(r"[a-z0-9._*?-]+")
 _TAG_PATTERN_RE: Final = re.compile(r"[A-Za-z0-9_.*?-]+")
+_SECRET_KEY_RE: Final = re.compile(r"[-._a-zA-Z0-9]+")
 
-_SPEC_FIELDS: Final = ("mode", "namespaceSelector", "repositories", "tags", "artifacts", "parents")
+_SPEC_FIELDS: Final = (
+    "mode",
+    "namespaceSelector",
+    "repositories",
+    "tags",
+    "artifacts",
+    "parents",
+    "signatures",
+)
 _SELECTOR_FIELDS: Final = ("matchLabels", "matchExpressions")
 _EXPRESSION_FIELDS: Final = ("key", "operator", "values")
 _REPOSITORY_FIELDS: Final = ("allowed", "denied", "mode")
@@ -106,6 +125,9 @@ _TAG_FIELDS: Final = ("allowed", "denied", "requireDigest", "immutable", "mode")
 _ARTIFACT_FIELDS: Final = ("formats", "requiredLayers", "licenses", "mode")
 _LICENSE_FIELDS: Final = ("allowed", "allowUndeclared")
 _PARENT_FIELDS: Final = ("requireDigest", "mode")
+_SIGNATURE_FIELDS: Final = ("keys", "require", "logKeys", "requireLogEntry", "mode")
+_SIGNATURE_KEY_FIELDS: Final = ("name", "publicKey", "secretRef")
+_SECRET_REF_FIELDS: Final = ("name", "key")
 
 _FORMAT_LAYER_KINDS: Final[Mapping[str, frozenset[str]]] = MappingProxyType(
     {
@@ -143,6 +165,8 @@ class _PolicyParser:
         self.default_namespace = default_namespace
         self.problems: list[str] = []
         self.label = "policy"
+        self.kind: PolicyKind = CLUSTER_KIND
+        self.namespace: str | None = None
 
     def problem(self, path: str, text: str) -> None:
         self.problems.append(f"{path}: {text}")
@@ -197,6 +221,7 @@ class _PolicyParser:
         generation = metadata.get("generation")
         if not types.is_int(generation):
             generation = None
+        self.kind, self.namespace = policy_kind, namespace
 
         spec = obj.get("spec")
         if spec is None:
@@ -221,6 +246,7 @@ class _PolicyParser:
         tags = self.block(spec, "tags", self.tags)
         artifact_rules = self.block(spec, "artifacts", self.artifacts)
         parents = self.block(spec, "parents", self.parents)
+        signature_rules = self.block(spec, "signatures", self.signatures)
         if self.problems:
             raise self.fail()
         return Policy(
@@ -234,6 +260,7 @@ class _PolicyParser:
             tags=tags,
             artifacts=artifact_rules,
             parents=parents,
+            signatures=signature_rules,
         )
 
     def block(
@@ -559,6 +586,174 @@ class _PolicyParser:
             )
             return None
         return ParentRules(mode=mode)
+
+    def signatures(self, value: Mapping[str, Any], path: str) -> SignatureRules | None:
+        self.unknown_fields(value, path, _SIGNATURE_FIELDS)
+        mode = self.mode(value, f"{path}.mode")
+        require: SignatureRequirement = DEFAULT_SIGNATURE_REQUIREMENT
+        raw_require = value.get("require")
+        if raw_require is not None:
+            if raw_require not in SIGNATURE_REQUIREMENTS:
+                self.problem(
+                    f"{path}.require",
+                    f"is {raw_require!r}; write any (one listed key's signature is enough) or "
+                    "all (every listed key must have signed)",
+                )
+            else:
+                require = cast(SignatureRequirement, raw_require)
+        keys = self.signature_keys(value.get("keys"), f"{path}.keys")
+        log_keys: tuple[signatures.PublicKey, ...] = ()
+        raw_log = value.get("logKeys")
+        if raw_log is not None:
+            try:
+                log_keys = signatures.parse_keys(raw_log, field=f"{path}.logKeys")
+            except signatures.SignatureKeyError as e:
+                self.problems.append(str(e))
+        require_log = self.boolean(value, "requireLogEntry", f"{path}.requireLogEntry", False)
+        if require_log and raw_log is None:
+            self.problem(
+                f"{path}.requireLogEntry",
+                "is true but no logKeys are listed: a log entry can only be verified with the "
+                "transparency log's public key; list it in logKeys, or remove requireLogEntry",
+            )
+        if not keys:
+            return None
+        return SignatureRules(
+            keys=keys,
+            require=require,
+            log_keys=log_keys,
+            require_log_entry=require_log,
+            mode=mode,
+        )
+
+    def signature_keys(self, items: object, path: str) -> tuple[SignatureKey, ...]:
+        """``signatures.keys``: 1 to :data:`MAX_SIGNATURE_KEYS` named keys, each inline
+        (``publicKey``, parsed here: a key kitpin cannot use is refused now, naming the
+        field) or in a Secret (``secretRef``, read at admission)."""
+        if items is None:
+            self.problem(path, "is missing; list the public keys signatures must verify with")
+            return ()
+        if not isinstance(items, list):
+            self.problem(
+                path, f"is {types.json_type(items)}, expected a list of {{name, publicKey}}"
+            )
+            return ()
+        if not items:
+            self.problem(path, "is empty; list at least one key, or remove spec.signatures")
+            return ()
+        if len(items) > MAX_SIGNATURE_KEYS:
+            self.problem(
+                path,
+                f"lists {len(items)} keys, more than {MAX_SIGNATURE_KEYS}; each signature is "
+                "tried with each key",
+            )
+            return ()
+        keys: list[SignatureKey] = []
+        seen: dict[str, int] = {}
+        for index, item in enumerate(items):
+            where = f"{path}[{index}]"
+            if not isinstance(item, Mapping):
+                self.problem(
+                    where,
+                    f"is {types.json_type(item)}, expected an object {{name, publicKey}} or "
+                    "{name, secretRef}",
+                )
+                continue
+            self.unknown_fields(item, where, _SIGNATURE_KEY_FIELDS)
+            name = item.get("name")
+            if not isinstance(name, str) or not name.strip():
+                self.problem(
+                    f"{where}.name",
+                    f"is {types.json_type(name)}, expected a non-empty name (reported when the "
+                    "key verifies a signature)",
+                )
+                name = None
+            elif len(name) > 253 or not name.isprintable():
+                self.problem(f"{where}.name", "must be 1 to 253 printable characters")
+                name = None
+            elif name in seen:
+                self.problem(
+                    f"{where}.name",
+                    f"{name!r} is also the name of {path}[{seen[name]}]; names must be unique "
+                    "(a verified signature is reported by its key's name)",
+                )
+                name = None
+            else:
+                seen[name] = index
+            inline, secret = item.get("publicKey"), item.get("secretRef")
+            if (inline is None) == (secret is None):
+                self.problem(
+                    where,
+                    "give exactly one of publicKey (the PEM of cosign.pub) and secretRef (a "
+                    "Secret holding it)",
+                )
+                continue
+            if name is None:
+                continue
+            if inline is not None:
+                if not isinstance(inline, str):
+                    self.problem(
+                        f"{where}.publicKey",
+                        f"is {types.json_type(inline)}, expected the PEM of the public key "
+                        "(cosign.pub)",
+                    )
+                    continue
+                try:
+                    key = signatures.parse_public_key(name, inline, field=f"{where}.publicKey")
+                except signatures.SignatureKeyError as e:
+                    self.problems.append(str(e))
+                    continue
+                keys.append(SignatureKey(name=name, field=where, public_key=key))
+                continue
+            ref = self.secret_ref(secret, f"{where}.secretRef")
+            if ref is not None:
+                keys.append(SignatureKey(name=name, field=where, secret=ref))
+        return tuple(keys)
+
+    def secret_ref(self, value: object, path: str) -> SecretKeyRef | None:
+        if not isinstance(value, Mapping):
+            self.problem(path, f"is {types.json_type(value)}, expected an object {{name, key}}")
+            return None
+        if "namespace" in value:
+            where = (
+                "the policy's own namespace"
+                if self.kind == NAMESPACED_KIND
+                else "kitpin's own namespace"
+            )
+            self.problem(
+                f"{path}.namespace",
+                f"a {self.kind}'s key Secret is read in {where}, never in another: remove "
+                "the field and keep the Secret there",
+            )
+        self.unknown_fields(
+            {k: v for k, v in value.items() if k != "namespace"}, path, _SECRET_REF_FIELDS
+        )
+        name = value.get("name")
+        if (
+            not isinstance(name, str)
+            or len(name) > MAX_SECRET_NAME_LENGTH
+            or not _KUBE_NAME_RE.fullmatch(name)
+        ):
+            self.problem(
+                f"{path}.name",
+                f"{name!r} is not a Secret name (lowercase letters, digits, '-' and '.', at "
+                f"most {MAX_SECRET_NAME_LENGTH} characters)",
+            )
+            return None
+        key = value.get("key", DEFAULT_SECRET_KEY)
+        if (
+            not isinstance(key, str)
+            or len(key) > MAX_SECRET_KEY_LENGTH
+            or not _SECRET_KEY_RE.fullmatch(key)
+        ):
+            self.problem(
+                f"{path}.key",
+                f"{key!r} is not a Secret data key (letters, digits, '-', '_' and '.'; "
+                f"default {DEFAULT_SECRET_KEY})",
+            )
+            return None
+        namespace = self.namespace if self.kind == NAMESPACED_KIND else None
+        return SecretKeyRef(name=name, key=key, namespace=namespace)
 
     def has_problems_under(self, path: str) -> bool:
         return any(p.startswith(path) for p in self.problems)

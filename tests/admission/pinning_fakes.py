@@ -7,6 +7,7 @@ digests.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -14,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from controller import errors, policy, refs, sites
+from controller import errors, policy, refs, signatures, sites
 from controller.admission import pinning
 from controller.types import ArtifactFormat, Credential, Manifest, Resolution
 
@@ -169,3 +170,73 @@ class FakeConfigs:
     ) -> Mapping[str, Any]:
         self.calls += 1
         return self.kitfile
+
+
+class FakeVerifier:
+    """A :class:`signing.SignatureVerifier`: ``signed[digest]`` are the names of the keys
+    that signed it (a key is known by its name here); ``unavailable`` digests fail."""
+
+    def __init__(self) -> None:
+        self.signed: dict[str, set[str]] = {}
+        self.unavailable: set[str] = set()
+        self.calls: list[tuple[str, tuple[str, ...], Credential | None]] = []
+        self.delay = 0.0
+
+    async def verify(
+        self,
+        ref: refs.Reference,
+        digest: str,
+        keys: signatures.KeySet,
+        *,
+        credential: Credential | None = None,
+    ) -> signatures.Outcome:
+        self.calls.append((digest, tuple(k.name for k in keys.keys), credential))
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        subject = f"{ref.canonical_name}@{digest}"
+        if digest in self.unavailable:
+            return signatures.SignatureUnavailable(
+                subject=subject,
+                digest=digest,
+                error_reason="Unreachable",
+                message=f"the signatures of {subject} could not all be fetched",
+            )
+        signers = self.signed.get(digest)
+        if not signers:
+            return signatures.SignatureMissing(
+                subject=subject, digest=digest, message=f"{subject} is not signed"
+            )
+        good = [k.name for k in keys.keys if k.name in signers]
+        if not good:
+            return signatures.SignatureInvalid(
+                subject=subject,
+                digest=digest,
+                problems=("signed by another key",),
+                message=f"{subject} has 1 signature(s), none valid with the keys {keys.names}",
+            )
+        return signatures.Verified(
+            subject=subject,
+            digest=digest,
+            key=good[0],
+            where="tag x.sig layer 0",
+            log="absent",
+            message=f"{subject} is signed by the key {good[0]!r}",
+        )
+
+
+class FakeSecrets:
+    """A :class:`signing.KeySecrets` over ``values[(namespace, name, key)]``."""
+
+    def __init__(self, values: Mapping[tuple[str, str, str], bytes] | None = None) -> None:
+        self.values = dict(values or {})
+        self.reads: list[tuple[str, str, str]] = []
+
+    def peek(self, namespace: str, name: str, key: str) -> bytes | errors.ConfigError | None:
+        return None
+
+    async def read(self, namespace: str, name: str, key: str) -> bytes:
+        self.reads.append((namespace, name, key))
+        value = self.values.get((namespace, name, key))
+        if value is None:
+            raise errors.ConfigError(f"Secret {namespace}/{name} does not exist")
+        return value

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from controller import errors, policy
+from controller import errors, policy, signatures
 from controller.admission import pinning
 from controller.tags import model as tags_model
 
@@ -72,12 +72,30 @@ def error_reasons() -> set[str]:
 
 
 def denial_reasons() -> set[str]:
-    return error_reasons() | {pinning.Reason.NOT_A_MODELKIT, policy.Reason.DENIED}
+    """Every reason a denial names: reference and registry errors, a non-ModelKit, a policy
+    verdict, and a signature check that could not be made (it follows ``failure``)."""
+    return error_reasons() | {
+        pinning.Reason.NOT_A_MODELKIT,
+        policy.Reason.DENIED,
+        pinning.Reason.SIGNATURE_UNAVAILABLE,
+    }
 
 
 def test_the_engine_names_reference_errors_by_the_errors_own_reasons() -> None:
     assert pinning.Reason.INVALID_REFERENCE == errors.ReferenceError.reason
     assert pinning.Reason.LOCAL_REFERENCE == errors.LocalReferenceError.reason
+
+
+def test_signature_reasons_are_the_verifiers_own() -> None:
+    """The outcomes of controller.signatures keep their names through policy and the engine:
+    missing and invalid signatures are policy violations (Events, every mode), an
+    unavailable check is a denial reason (it follows ``failure``)."""
+    assert policy.Reason.SIGNATURE_MISSING == signatures.SignatureMissing.reason
+    assert policy.Reason.SIGNATURE_INVALID == signatures.SignatureInvalid.reason
+    assert pinning.Reason.SIGNATURE_UNAVAILABLE == signatures.SignatureUnavailable.reason
+    assert {policy.Reason.SIGNATURE_MISSING, policy.Reason.SIGNATURE_INVALID} <= readme_tables()[
+        EVENTS
+    ]
     assert {policy.Reason.DENIED} == {r for r in verdict_reasons() if r == "PolicyDenied"}
 
 
