@@ -417,7 +417,10 @@ class Engine:
         if to_resolve:
             deadline_at = self._deadline_at()
             creds = await self._credentials(
-                review.namespace, to_resolve, _pod_spec(review.obj), deadline_at
+                review.namespace,
+                to_resolve,
+                _pod_spec(review.obj, self.settings.sites),
+                deadline_at,
             )
             results = await self._resolve_all(to_resolve, creds, deadline_at)
             signed, refused = await self._pin_signatures(
@@ -534,7 +537,7 @@ class Engine:
         checked = [f for f in found if f.site.expects_modelkit or needs_manifest or _mounted(f)]
         deadline_at = self._deadline_at()
         creds = await self._credentials(
-            review.namespace, checked, _pod_spec(review.obj), deadline_at
+            review.namespace, checked, _pod_spec(review.obj, self.settings.sites), deadline_at
         )
         results = await self._resolve_all(checked, creds, deadline_at)
         resolved: dict[str, Resolution] = {}
@@ -956,12 +959,33 @@ def _kept_digest(site: sites.Site, ref: refs.Reference, old_value: str | None) -
     return None
 
 
-def _pod_spec(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    pointer = sites.pod_template_path(obj)
-    if pointer is None:
+def _pod_spec(obj: Mapping[str, Any], settings: sites.SitesSettings) -> Mapping[str, Any] | None:
+    """What the object's own credentials are read from (:class:`Credentials`): its pod spec
+    (a workload's template, a Pod), else the pod specs of a custom resource or an
+    InferenceService's components (:func:`sites.pod_specs`) folded into one: the pull secrets
+    of all of them in document order, and the first service account named. All in the
+    object's own namespace; None when it has no pod spec (central credentials only)."""
+    pointer = sites.pod_template_path(obj, settings)
+    if pointer is not None:
+        spec = sites.get(obj, pointer)
+        return spec if isinstance(spec, Mapping) else None
+    specs = [spec for _, spec in sites.pod_specs(obj, settings)]
+    if not specs:
         return None
-    spec = sites.get(obj, pointer)
-    return spec if isinstance(spec, Mapping) else None
+    if len(specs) == 1:
+        return specs[0]
+    secrets: list[Any] = []
+    account: Any = None
+    for spec in specs:
+        for entry in spec.get("imagePullSecrets") or ():
+            if entry not in secrets:
+                secrets.append(entry)
+        if account is None and spec.get("serviceAccountName"):
+            account = spec.get("serviceAccountName")
+    folded: dict[str, Any] = {"imagePullSecrets": secrets}
+    if account is not None:
+        folded["serviceAccountName"] = account
+    return folded
 
 
 def not_a_modelkit_message(site: sites.Site, resolution: Resolution) -> str | None:

@@ -83,6 +83,7 @@ class RecordingCredentials:
     def __init__(self, credential: Credential | None = None) -> None:
         self.credential = credential
         self.calls: list[tuple[str, str, bool]] = []
+        self.pod_specs: list[Mapping[str, Any] | None] = []
 
     def lookup_cached(
         self,
@@ -103,6 +104,7 @@ class RecordingCredentials:
         pod_spec: Mapping[str, Any] | None,
     ) -> Credential | None:
         self.calls.append((namespace, f"{registry}/{repository}", pod_spec is not None))
+        self.pod_specs.append(pod_spec)
         return self.credential
 
 

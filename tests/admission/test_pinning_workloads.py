@@ -12,7 +12,7 @@ import pytest
 from controller import artifacts, errors, sites
 from controller.admission import pinning
 from controller.types import Manifest
-from tests.admission.pinning_fakes import FakeResolver
+from tests.admission.pinning_fakes import FakeResolver, RecordingCredentials
 
 REF = "reg.example.com/llama:production"
 INIT = [{"name": "kitops-init", "image": "ghcr.io/kitops-ml/kitops-init:v1.7.0",
@@ -203,3 +203,48 @@ def test_image_volume_problem_names_kit_indexes_and_spares_everything_else() -> 
     assert str(artifacts.image_volume_problem(index)).startswith("a KitOps ModelKit index, ")
     for other in (manifest("oci-index"), manifest("modelpack"), manifest("other")):
         assert artifacts.image_volume_problem(other) is None
+
+
+# -- the workload's own credentials -----------------------------------------------------------
+
+
+async def test_a_custom_resource_uses_the_pull_secrets_and_account_of_its_own_pod_specs() -> None:
+    obj = lws()
+    templates = obj["spec"]["leaderWorkerTemplate"]
+    templates["leaderTemplate"]["spec"] |= {
+        "serviceAccountName": "vllm",
+        "imagePullSecrets": [{"name": "leader-pull"}],
+    }
+    templates["workerTemplate"]["spec"] |= {
+        "imagePullSecrets": [{"name": "leader-pull"}, {"name": "worker-pull"}],
+    }
+    credentials = RecordingCredentials()
+    eng = pinning.Engine(FakeResolver(), credentials=credentials)
+    decision = await eng.mutate(review(obj))
+    assert decision.reason == pinning.Reason.PINNED
+    assert credentials.calls == [("ml", "reg.example.com/llama", True)]
+    assert credentials.pod_specs == [
+        {
+            "imagePullSecrets": [{"name": "leader-pull"}, {"name": "worker-pull"}],
+            "serviceAccountName": "vllm",
+        }
+    ]
+
+
+async def test_an_llminferenceservice_model_uri_uses_its_template_credentials() -> None:
+    obj = llm_inference_service()
+    obj["spec"]["template"] |= {"serviceAccountName": "llm", "imagePullSecrets": [{"name": "s"}]}
+    credentials = RecordingCredentials()
+    eng = pinning.Engine(FakeResolver(), credentials=credentials)
+    decision = await eng.mutate(review(obj))
+    assert decision.reason == pinning.Reason.PINNED
+    assert credentials.pod_specs == [obj["spec"]["template"]]
+
+
+async def test_a_resource_without_pod_specs_falls_back_to_central_credentials_only() -> None:
+    obj = llm_inference_service()
+    del obj["spec"]["template"]
+    credentials = RecordingCredentials()
+    eng = pinning.Engine(FakeResolver(), credentials=credentials)
+    await eng.mutate(review(obj))
+    assert credentials.pod_specs == [None]
