@@ -202,10 +202,18 @@ def not_a_modelkit(manifest: types.Manifest) -> str | None:
     )
 
 
-def image_volume_problem(manifest: types.Manifest) -> str | None:
-    """Why the kubelet cannot mount ``manifest`` as an image volume and what to do, or None
-    as far as kitpin knows. A KitOps-format ModelKit (or kit's ModelKit index) is refused by
-    the container runtime ("unsupported image-specific operation on artifact with type
+IMAGE_VOLUME_ADVICE: Final = (
+    "repack it as a CNCF ModelPack (`kit pack --use-model-pack`) and point the volume at that, "
+    "or unpack it into an emptyDir with the kitops-init init container (env MODELKIT_REF) "
+    "instead of an image volume"
+)
+"""What to do about an image volume the kubelet cannot mount (:func:`image_volume_unmountable`)."""
+
+
+def image_volume_unmountable(manifest: types.Manifest) -> str | None:
+    """What ``manifest`` is that the kubelet cannot mount as an image volume, or None as far
+    as kitpin knows. A KitOps-format ModelKit (or kit's ModelKit index) is refused by the
+    container runtime ("unsupported image-specific operation on artifact with type
     application/vnd.kitops.modelkit.config.v1+json", kitops #784): the Pod never starts. A
     CNCF ModelPack is an OCI artifact that runtimes with artifact support mount."""
     if model_format(manifest) != "kitops-modelkit":
@@ -213,11 +221,15 @@ def image_volume_problem(manifest: types.Manifest) -> str | None:
     what = "a KitOps ModelKit index" if manifest.format == "oci-index" else "a KitOps ModelKit"
     return (
         f"{what}, which the kubelet cannot mount as an image volume (the container runtime "
-        f"refuses config media type {KITOPS_CONFIG}: kitops #784), so the Pod will not start; "
-        "repack it as a CNCF ModelPack (`kit pack --use-model-pack`) and point the volume at "
-        "that, or unpack it into an emptyDir with the kitops-init init container (env "
-        "MODELKIT_REF) instead of an image volume"
+        f"refuses config media type {KITOPS_CONFIG}: kitops #784), so the Pod will not start"
     )
+
+
+def image_volume_problem(manifest: types.Manifest) -> str | None:
+    """:func:`image_volume_unmountable` and what to do (the validating webhook's warning), or
+    None."""
+    what = image_volume_unmountable(manifest)
+    return None if what is None else f"{what}; {IMAGE_VOLUME_ADVICE}"
 
 
 def normalise_content_type(content_type: str) -> str:

@@ -359,9 +359,22 @@ class _Check:
             return  # not a model: the engine's own check (NotAModelKit) covers it
         if rules is not None and rules.formats and model_format not in rules.formats:
             self.formats(model_format, rules.formats)
+        if (
+            rules is not None
+            and rules.mountable_image_volumes
+            and self.ev.site.kind == "image-volume"
+        ):
+            unmountable = artifacts.image_volume_unmountable(manifest)
+            if unmountable is not None:
+                self.violation(
+                    Rule.ARTIFACTS_MOUNTABLE_IMAGE_VOLUMES,
+                    Reason.IMAGE_VOLUME_NOT_MOUNTABLE,
+                    f"is {unmountable}",
+                    artifacts.IMAGE_VOLUME_ADVICE,
+                )
         if manifest.format == "oci-index":
             for rule in names:
-                if rule != Rule.ARTIFACTS_FORMATS:
+                if rule not in (Rule.ARTIFACTS_FORMATS, Rule.ARTIFACTS_MOUNTABLE_IMAGE_VOLUMES):
                     self.violation(
                         rule,
                         Reason.UNCHECKABLE,

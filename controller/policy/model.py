@@ -93,6 +93,7 @@ class Rule:
     ARTIFACTS_FORMATS: Final = "artifacts.formats"
     ARTIFACTS_REQUIRED_LAYERS: Final = "artifacts.requiredLayers"
     ARTIFACTS_LICENSES: Final = "artifacts.licenses"
+    ARTIFACTS_MOUNTABLE_IMAGE_VOLUMES: Final = "artifacts.mountableImageVolumes"
     PARENTS_REQUIRE_DIGEST: Final = "parents.requireDigest"
     SIGNATURES_KEYS: Final = "signatures.keys"
 
@@ -111,6 +112,9 @@ class Reason:
     LAYERS_MISSING: Final = "RequiredLayersMissing"
     LICENSE_NOT_ALLOWED: Final = "LicenseNotAllowed"
     LICENSE_UNDECLARED: Final = "LicenseUndeclared"
+    IMAGE_VOLUME_NOT_MOUNTABLE: Final = "ImageVolumeNotMountable"
+    """``artifacts.mountableImageVolumes``: an image volume names what the kubelet cannot
+    mount (a KitOps-format ModelKit, kitops #784)."""
     PARENT_NOT_PINNED: Final = "ParentNotPinned"
     PARENT_LOCAL: Final = "ParentInLocalStorage"
     SIGNATURE_MISSING: Final = REASON_MISSING
@@ -245,6 +249,10 @@ class ArtifactRules:
     """Allowed formats; empty: both."""
     required_layers: tuple[str, ...] = ()
     licenses: LicenseRules | None = None
+    mountable_image_volumes: bool = False
+    """Whether an image volume must name an artifact the kubelet can mount (not a
+    KitOps-format ModelKit: :func:`artifacts.image_volume_unmountable`); without the rule
+    kitpin only warns."""
     mode: Mode | None = None
 
 
@@ -367,6 +375,7 @@ class Policy:
             names += [Rule.ARTIFACTS_FORMATS] if a.formats else []
             names += [Rule.ARTIFACTS_REQUIRED_LAYERS] if a.required_layers else []
             names += [Rule.ARTIFACTS_LICENSES] if a.licenses else []
+            names += [Rule.ARTIFACTS_MOUNTABLE_IMAGE_VOLUMES] if a.mountable_image_volumes else []
         if self.parents:
             names.append(Rule.PARENTS_REQUIRE_DIGEST)
         if self.signatures:
@@ -398,6 +407,7 @@ class Policy:
             items = [f"formats {' '.join(sorted(a.formats))}"] if a.formats else []
             items += [f"layers {' '.join(a.required_layers)}"] if a.required_layers else []
             items += [f"licenses {' '.join(a.licenses.allowed)}"] if a.licenses else []
+            items += ["mountable image volumes"] if a.mountable_image_volumes else []
             block("artifacts", a.mode, items)
         if self.parents:
             block("parents", self.parents.mode, ["pinned by digest"])

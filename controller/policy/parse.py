@@ -122,7 +122,7 @@ _SELECTOR_FIELDS: Final = ("matchLabels", "matchExpressions")
 _EXPRESSION_FIELDS: Final = ("key", "operator", "values")
 _REPOSITORY_FIELDS: Final = ("allowed", "denied", "mode")
 _TAG_FIELDS: Final = ("allowed", "denied", "requireDigest", "immutable", "mode")
-_ARTIFACT_FIELDS: Final = ("formats", "requiredLayers", "licenses", "mode")
+_ARTIFACT_FIELDS: Final = ("formats", "requiredLayers", "licenses", "mountableImageVolumes", "mode")
 _LICENSE_FIELDS: Final = ("allowed", "allowUndeclared")
 _PARENT_FIELDS: Final = ("requireDigest", "mode")
 _SIGNATURE_FIELDS: Final = ("keys", "require", "logKeys", "requireLogEntry", "mode")
@@ -534,12 +534,31 @@ class _PolicyParser:
         raw_licenses = value.get("licenses")
         if raw_licenses is not None:
             licenses = self.licenses(raw_licenses, f"{path}.licenses")
-        if not formats and not layers and licenses is None and not self.has_problems_under(path):
+        mountable = value.get("mountableImageVolumes", False)
+        if not isinstance(mountable, bool):
             self.problem(
-                path, "states no rule; list formats, requiredLayers or licenses, or remove it"
+                f"{path}.mountableImageVolumes",
+                f"expected true or false, got {types.json_type(mountable)}",
+            )
+            mountable = False
+        if (
+            not formats
+            and not layers
+            and licenses is None
+            and not mountable
+            and not self.has_problems_under(path)
+        ):
+            self.problem(
+                path,
+                "states no rule; list formats, requiredLayers or licenses, or set "
+                "mountableImageVolumes, or remove it",
             )
         return ArtifactRules(
-            formats=frozenset(formats), required_layers=tuple(layers), licenses=licenses, mode=mode
+            formats=frozenset(formats),
+            required_layers=tuple(layers),
+            licenses=licenses,
+            mountable_image_volumes=mountable,
+            mode=mode,
         )
 
     def licenses(self, value: object, path: str) -> LicenseRules | None:

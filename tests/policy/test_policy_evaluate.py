@@ -683,3 +683,49 @@ def test_evaluate_is_total_on_odd_kitfiles() -> None:
         ev = evidence("r.io/m:v1", manifest=manifest(), config=doc)
         verdict = evaluate([p], ev)
         assert {v.reason for v in verdict.violations} <= {"LicenseUndeclared"}
+
+
+# -- artifacts.mountableImageVolumes --------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_an_image_volume_naming_a_kitops_modelkit_breaks_mountable_image_volumes(
+    mode: policy.Mode,
+) -> None:
+    p = cluster(spec={"mode": mode, "artifacts": {"mountableImageVolumes": True}})
+    volume = evidence(
+        "r.io/m:v1",
+        manifest=manifest("kitops-modelkit", ["model"]),
+        grammar="image",
+        expects_modelkit=False,
+    )
+    verdict = evaluate([p], volume)
+    (v,) = verdict.violations
+    assert (v.rule, v.reason, v.mode) == (
+        "artifacts.mountableImageVolumes",
+        "ImageVolumeNotMountable",
+        mode,
+    )
+    assert "is a KitOps ModelKit, which the kubelet cannot mount as an image volume" in v.message
+    assert v.message.endswith("instead of an image volume")
+    assert verdict.outcome == OUTCOME[mode]
+
+
+def test_mountable_image_volumes_passes_a_modelpack_and_ignores_other_sites() -> None:
+    p = cluster(spec={"artifacts": {"mountableImageVolumes": True}})
+    modelpack_volume = evidence(
+        "r.io/m:v1", manifest=manifest("modelpack", ["weight"]), grammar="image"
+    )
+    assert evaluate([p], modelpack_volume).violations == ()
+    env_site = evidence("r.io/m:v1", manifest=manifest("kitops-modelkit", ["model"]))
+    assert evaluate([p], env_site).violations == ()
+
+
+def test_a_kit_index_in_an_image_volume_breaks_mountable_image_volumes() -> None:
+    from controller import artifacts
+
+    p = cluster(spec={"artifacts": {"mountableImageVolumes": True}})
+    index = manifest("oci-index", artifact_type=artifacts.KITOPS_INDEX_ARTIFACT_TYPE)
+    (v,) = evaluate([p], evidence("r.io/m:v1", manifest=index, grammar="image")).violations
+    assert (v.rule, v.reason) == ("artifacts.mountableImageVolumes", "ImageVolumeNotMountable")
+    assert "a KitOps ModelKit index" in v.message

@@ -149,6 +149,12 @@ def _problems(spec: Any, kind: str = "ClusterModelKitPolicy") -> str:
         ({"tags": {"denied": ["x" * 129]}}, "spec.tags.denied[0]", "up to 128 characters"),
         ({"tags": {"requireDigest": "yes"}}, "spec.tags.requireDigest", "expected true or false"),
         ({"tags": {}}, "spec.tags", "states no rule"),
+        (
+            {"artifacts": {"mountableImageVolumes": "yes"}},
+            "spec.artifacts.mountableImageVolumes",
+            "expected true or false",
+        ),
+        ({"artifacts": {"mountableImageVolumes": False}}, "spec.artifacts", "states no rule"),
         ({"tags": {"requireDigest": False}}, "spec.tags", "states no rule"),
         ({"tags": []}, "spec.tags", "is an array, expected an object"),
         (
