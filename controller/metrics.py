@@ -30,16 +30,21 @@ from __future__ import annotations
 import gc
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final, Literal
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
     generate_latest,
 )
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from controller import errors
 
@@ -63,6 +68,9 @@ DRIFT_OUTCOMES: Final = ("unchanged", "moved", "tag-missing", "digest-missing", 
 
 MOVE_SEEN_BY: Final = ("admission", "watch")
 """``kitpin_tag_moves_total{seen_by}``: who saw a tag move."""
+
+ROLL_OUTCOMES: Final = ("rolled", "denied", "failed")
+"""``kitpin_roll_forwards_total{outcome}`` (``controller.tags.settings.RollOutcome``)."""
 
 _OTHER: Final = "other"
 
@@ -111,11 +119,15 @@ _GC_BUCKETS: Final = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025
 
 
 class Metrics:
-    """All of kitpin's counters and histograms, in a registry of their own."""
+    """All of kitpin's counters and histograms, in a registry of their own, with the
+    process's (``process_*``: CPU seconds, resident memory, open file descriptors, start
+    time) and the platform's (``python_info``)."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
 
         # -- resolver -------------------------------------------------------------------------
         self.resolver_requests = Counter(
@@ -312,16 +324,78 @@ class Metrics:
         wait = seconds if math.isfinite(seconds) and seconds > 0 else 0.0
         self.drift_budget_wait_seconds.labels(registry=registry).inc(wait)
 
+    # -- ModelKitTag records: gauges and roll-forward (controller.tags, issue 17) -----------
+    # Created on first use (``track_tags`` at wiring, or the first roll-forward), in this
+    # object's own registry like every metric above.
+
+    def track_tags(self, *, records: Callable[[], float], pending: Callable[[], float]) -> None:
+        """``kitpin_tag_records`` (records this replica knows: the watch of modelkittags)
+        and ``kitpin_tag_pending`` (tags with observations waiting to be written), read at
+        scrape time from ``records`` and ``pending``; ``kitpin_roll_forwards_total``
+        created with every outcome. Idempotent per metric."""
+        if getattr(self, "tag_records", None) is None:
+            self.tag_records = Gauge(
+                "kitpin_tag_records",
+                "ModelKitTag records this replica knows (its watch of modelkittags).",
+                registry=self.registry,
+            )
+            self.tag_pending = Gauge(
+                "kitpin_tag_pending",
+                "Tags with observations waiting to be written by the record writer.",
+                registry=self.registry,
+            )
+        self.tag_records.set_function(records)
+        self.tag_pending.set_function(pending)
+        self._roll_forwards()
+
+    def _roll_forwards(self) -> Counter:
+        counter: Counter | None = getattr(self, "roll_forwards", None)
+        if counter is None:
+            counter = self.roll_forwards = Counter(
+                "kitpin_roll_forwards",
+                "Workloads annotated kitpin.dev/follow re-pinned by the drift watch after "
+                "their tag moved, by outcome: rolled, denied (by an admission webhook: a "
+                "policy), failed (refused otherwise).",
+                ["outcome"],
+                registry=self.registry,
+            )
+            for outcome in ROLL_OUTCOMES:
+                counter.labels(outcome=outcome)
+        return counter
+
+    def count_roll_forward(self, outcome: str) -> None:
+        """Count one roll-forward: ``rolled`` | ``denied`` | ``failed``."""
+        self._roll_forwards().labels(outcome=_bounded(outcome, ROLL_OUTCOMES)).inc()
+
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric (``Content-Type``:
-        :data:`CONTENT_TYPE`)."""
-        return generate_latest(self.registry)
+        :data:`CONTENT_TYPE`), without the ``_created`` series (:class:`_WithoutCreated`)."""
+        return generate_latest(_WithoutCreated(self.registry))
 
     def value(self, name: str, labels: Mapping[str, str] | None = None) -> float:
         """The current value of one sample, 0.0 when it does not exist yet. ``name`` is the
         full sample name, e.g. ``kitpin_resolver_cache_hits_total``. Meant for tests."""
         sample = self.registry.get_sample_value(name, dict(labels) if labels else None)
         return 0.0 if sample is None else sample
+
+
+class _WithoutCreated(Collector):
+    """``registry``'s metrics without their ``_created`` samples.
+
+    prometheus_client adds a ``<name>_created`` gauge (the Unix time the series was created)
+    beside every counter and histogram series; the text format has no use for it and it
+    doubled the series kitpin exposes. The library's own switch (``disable_created_metrics()``,
+    ``PROMETHEUS_DISABLE_CREATED_SERIES``) is global to the process; this drops them from
+    kitpin's registry only, at render time, whatever the order of imports."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterable[Metric]:
+        for metric in self._registry.collect():
+            created = f"{metric.name}_created"
+            metric.samples = [s for s in metric.samples if s.name != created]
+            yield metric
 
 
 def _bounded(value: str, allowed: tuple[str, ...]) -> str:

@@ -12,8 +12,8 @@ from typing import get_args
 from prometheus_client.parser import text_string_to_metric_families
 
 import controller.metrics
-from controller.metrics import DRIFT_OUTCOMES, TAG_WRITE_KINDS, Metrics
-from controller.tags.settings import TagMetrics, WatchOutcome, WriteKind
+from controller.metrics import DRIFT_OUTCOMES, ROLL_OUTCOMES, TAG_WRITE_KINDS, Metrics
+from controller.tags.settings import RollOutcome, TagMetrics, WatchOutcome, WriteKind
 
 
 def _samples(m: Metrics) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -67,7 +67,8 @@ def test_every_protocol_method_is_there_with_the_same_parameters() -> None:
         for name, member in vars(TagMetrics).items()
         if name.startswith("count_") and callable(member)
     }
-    assert len(wanted) == 5
+    assert len(wanted) == 6
+    assert set(ROLL_OUTCOMES) == set(get_args(RollOutcome))
     for name, signature in wanted.items():
         got = inspect.signature(getattr(Metrics, name))
         assert list(got.parameters) == list(signature.parameters), name
