@@ -250,7 +250,7 @@ async def measure(
     pods: int,
     rounds: int,
     concurrency: int = 32,
-    config_name: str = "kitpin.dev",
+    config_name: str,
     processes: dict[str, int] | None = None,
     noop: tuple[str, bytes] | None = None,
 ) -> Outcome:

@@ -337,8 +337,9 @@ def kitpin(
     extra_env: Mapping[str, str] | None = None,
 ) -> Server:
     """``kitpin run`` from ``src`` (the source tree to benchmark). ``dev``: ``--dev`` (its own
-    certificates, kopf-managed webhook configurations ``kitpin.dev`` in the cluster); else
-    ``cert`` (devcerts) and no webhook configuration."""
+    certificates, kopf-managed webhook configurations in the cluster: ``dev-<port>.kitpin.dev``,
+    or ``kitpin.dev`` for a tree from before per-instance names); else ``cert`` (devcerts) and
+    no webhook configuration."""
     settings_file = workdir / f"{name}-settings.yaml"
     settings_file.write_text(json.dumps(dict(settings)))
     argv = [

@@ -39,6 +39,7 @@ ANNOTATION = "bench.kitpin.dev/noop"
 def _annotate(obj: Any) -> str:
     """A base64 JSON patch adding :data:`ANNOTATION` to ``obj``."""
     meta = obj.get("metadata") if isinstance(obj, dict) else None
+    op: dict[str, Any]
     if isinstance(meta, dict) and isinstance(meta.get("annotations"), dict):
         op = {"op": "add", "path": "/metadata/annotations/bench.kitpin.dev~1noop", "value": "1"}
     else:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import functools
 import importlib.metadata
 import json
 import os
@@ -46,7 +47,6 @@ from harness.controlplane import ControlPlane
 KITPIN_CPU = 0
 GENERATOR_CPU = 1
 NAMESPACE = "bench"
-CONFIG_NAME = "kitpin.dev"
 
 TARGETS = {
     "warm_vs_noop": 0.5,
@@ -171,6 +171,12 @@ def in_thread(fn: Callable[[], Any]) -> Callable[[], Any]:
     return join
 
 
+def healthy(server: env.Server) -> bool:
+    """``/healthz`` answers 200 (the process must be alive: it raises otherwise)."""
+    server.process.check_alive()
+    return env.get(server.url("/healthz"))[0] == 200
+
+
 def bodies(documents: Sequence[dict[str, Any]]) -> list[bytes]:
     return [json.dumps(d, separators=(",", ":")).encode() for d in documents]
 
@@ -248,30 +254,39 @@ def capture_reviews(
         cp.kubectl("label", "namespace", NAMESPACE, f"{CAPTURE_LABEL}-", check=False)
 
 
-def wait_for_config(cp: ControlPlane, port: int, timeout: float = 60.0) -> str:
-    """Wait until kopf has written ``kitpin.dev`` pointing at ``port``; its CA (PEM path)."""
+def wait_for_config(
+    cp: ControlPlane, port: int, work: Path, timeout: float = 60.0
+) -> tuple[str, str]:
+    """Wait until the ``--dev`` kitpin serving on ``port`` has written its webhook
+    configurations (both kinds); their name and its CA (PEM path). Found by the port in the
+    webhooks' URL, so a tree from before per-instance names (``kitpin.dev``) is found too.
+    The CA is written into ``work`` (removed with it)."""
     import base64
 
-    ca_path = Path(tempfile.mkstemp(prefix="kitpin-dev-ca-", suffix=".pem")[1])
+    ca_path = work / f"dev-ca-{port}.pem"
+    found: list[str] = []
 
     def ready() -> bool:
-        out = cp.kubectl(
-            "get", "mutatingwebhookconfiguration", CONFIG_NAME, "-o", "json", check=False
-        )
+        out = cp.kubectl("get", "mutatingwebhookconfigurations", "-o", "json", check=False)
         if out.returncode:
             return False
-        hooks = json.loads(out.stdout).get("webhooks") or []
-        cfg = [h["clientConfig"] for h in hooks if f":{port}/" in h["clientConfig"].get("url", "")]
-        if not cfg or not cfg[0].get("caBundle"):
-            return False
-        ca_path.write_bytes(base64.b64decode(cfg[0]["caBundle"]))
-        return bool(
-            cp.kubectl("get", "validatingwebhookconfiguration", CONFIG_NAME, check=False).returncode
-            == 0
-        )
+        for item in json.loads(out.stdout).get("items") or []:
+            hooks = item.get("webhooks") or []
+            cfg = [
+                h["clientConfig"] for h in hooks if f":{port}/" in h["clientConfig"].get("url", "")
+            ]
+            if not cfg or not cfg[0].get("caBundle"):
+                continue
+            name = item["metadata"]["name"]
+            if cp.kubectl("get", "validatingwebhookconfiguration", name, check=False).returncode:
+                return False
+            ca_path.write_bytes(base64.b64decode(cfg[0]["caBundle"]))
+            found[:] = [name]
+            return True
+        return False
 
-    procs.wait_until(ready, timeout=timeout, what=f"webhook configuration {CONFIG_NAME}")
-    return str(ca_path)
+    procs.wait_until(ready, timeout=timeout, what=f"webhook configurations of :{port}")
+    return found[0], str(ca_path)
 
 
 # ----------------------------------------------------------------------------- cases
@@ -533,6 +548,10 @@ def run(
         log(f"registry {registry.host}: ModelKits pushed, {len(pool)} distinct pool ModelKits")
         started_cp()
         log(f"control plane up in {cp.startup_seconds.get('total', 0):.1f}s")
+        # kitpin's CRDs, as an install has them (the policies; the ModelKitTag records kitpin
+        # keeps by default): applied before kitpin starts
+        cp.kubectl("apply", "--server-side", "-f", str(env.REPO_ROOT / "deploy" / "crds"))
+        cp.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
         cp.kubectl("create", "namespace", NAMESPACE)
         procs.wait_until(
             lambda: (
@@ -581,13 +600,13 @@ def run(
             servers.append(s)
         for s in started:
             procs.wait_until(
-                lambda s=s: (s.process.check_alive(), env.get(s.url("/healthz"))[0] == 200)[1],
+                functools.partial(healthy, s),
                 timeout=90,
                 what=f"{s.name} /healthz",
                 on_timeout=s.process.log_tail,
             )
             s.pin(KITPIN_CPU)
-        warm_ca = wait_for_config(cp, warm.port)
+        config_name, warm_ca = wait_for_config(cp, warm.port, work)
         rss_startup = warm.rss_mb()
         one_ref, two_refs = capture_reviews(
             cp,
@@ -649,6 +668,7 @@ def run(
                     references=warm_refs,
                     pods=plan.pods,
                     rounds=plan.pod_rounds,
+                    config_name=config_name,
                     processes={
                         **{p.name: p.pid for p in cp.processes if p.pid is not None},
                         "kitpin": warm.pid,

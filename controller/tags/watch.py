@@ -21,8 +21,21 @@ registry's budget (:class:`Budget`: requests paced evenly, ``budget_per_minute``
 
 Before an Event, the workload is read (:class:`Workloads`): a deleted one, or one that no
 longer mentions the digest, gets no Event and leaves the record
-(:class:`~controller.tags.model.Unpinned`). Records change only through the writer's queue
-(:class:`Book`), so the watch and admissions never race on a record.
+(:class:`~controller.tags.model.Unpinned`; one that pins the tag's current digest instead is
+recorded there, :class:`~controller.tags.model.Pinned`). Records change only through the
+writer's queue (:class:`Book`), so the watch and admissions never race on a record.
+
+Roll-forward (:mod:`controller.tags.follow`): a workload annotated ``kitpin.dev/follow:
+"true"`` that pins an older digest of a tag that is not under ``tags.immutable`` is replaced
+with its sites re-pinned to the current digest; the update goes through kitpin's own
+webhooks, so every policy judges the new digest. Event ``RolledForward`` (old and new digest)
+and the workload recorded at the new digest; a refusal gives ``RollForwardDenied`` (by a
+webhook) or ``RollForwardFailed`` (otherwise), once per workload and digest while this
+replica leads. It is level-triggered: a move the watch sees rolls the followers it reads for
+its ``TagMoved`` Events at once; on every pass, the other workloads listed on an older digest
+are read (at most every :data:`FOLLOW_RECHECK` seconds each) to find followers, so a move
+first seen by an admission, an annotation added later, a conflict or a new leader are all
+caught up with.
 
 The registry, credentials, workloads and Events are Protocols; :class:`ApiWorkloads` and
 :class:`ApiEvents` implement the last two over :mod:`controller.kubeapi`. This module imports
@@ -42,7 +55,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, Literal, Protocol
 
 from controller import errors, kubeapi, refs, types
-from controller.tags import model
+from controller.tags import follow, model
 from controller.tags.settings import Counters, TagMetrics, TagsSettings, WatchOutcome
 
 __all__ = [
@@ -63,6 +76,12 @@ logger = logging.getLogger(__name__)
 EventType = Literal["Normal", "Warning"]
 EVENT_MESSAGE_LIMIT: Final = 1024
 CALL_TIMEOUT: Final = 5.0
+FOLLOW_RECHECK: Final = 600.0
+"""Seconds before a workload on an older digest found not to follow its tag is read again
+(an annotation added later is noticed within this); a workload the watch reads for an Event
+is judged at once."""
+FOLLOW_REMEMBERED: Final = 10_000
+"""Workloads whose follow annotation the watch remembers (then it starts again)."""
 
 
 # -- what the watch calls ------------------------------------------------------------------
@@ -99,6 +118,12 @@ class TagCredentials(Protocol):
 class Workloads(Protocol):
     async def get(self, workload: model.Workload) -> Mapping[str, Any] | None:
         """The live object, None when it is gone."""
+        ...
+
+    async def replace(self, workload: model.Workload, obj: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Replace the object with ``obj`` (an update carrying the ``resourceVersion`` it was
+        read at: :class:`controller.kubeapi.ConflictError` when it changed since); the
+        stored object. Through the apiserver's admission, kitpin's webhooks included."""
         ...
 
 
@@ -190,6 +215,11 @@ class DriftWatch:
         self._announced: set[tuple[str, str, str]] = set()
         """(record, digest, reason) already announced: a record that has not caught up yet
         does not make the same Events twice."""
+        self._follows: dict[str, tuple[bool, float]] = {}
+        """Workload key → (follows its tags, monotonic time read): see FOLLOW_RECHECK."""
+        self._rolled: set[tuple[str, str, str]] = set()
+        """(workload, old digest, new digest) rolled forward or refused: tried once while
+        this replica leads (a conflict or an unreachable apiserver is tried again)."""
 
     async def run(self) -> None:
         """Forever (cancelled when the Lease is lost): a pass, then the rest of the interval."""
@@ -276,6 +306,10 @@ class DriftWatch:
         for use in status.digests:
             if use.workload_count and use.digest != current:
                 await self._check_digest(record, ref, use, credential)
+        if current is not None and not self._immutable(key):
+            for use in status.digests:
+                if use.workloads and use.digest != current:
+                    await self._followers(key, use, current)
 
     async def _moved(self, record: model.TagRecord, status: model.TagStatus, new: str) -> None:
         key, old = record.key, status.current_digest
@@ -308,6 +342,8 @@ class DriftWatch:
             event_type="Warning" if immutable else "Normal",
             reason=reason,
             message=message,
+            current=new,
+            roll=not immutable,
         )
 
     async def _check_digest(
@@ -340,6 +376,7 @@ class DriftWatch:
                 event_type="Warning",
                 reason=model.Reason.PINNED_DIGEST_MISSING,
                 message=message,
+                current=current or None,
             )
             return
         except errors.RegistryError as e:
@@ -358,27 +395,142 @@ class DriftWatch:
         event_type: EventType,
         reason: str,
         message: str,
+        current: str | None = None,
+        roll: bool = False,
     ) -> None:
         """An Event on every listed workload that still pins ``use.digest``; the others leave
-        the record."""
+        the record. With ``roll``, a workload that follows its tag is then rolled forward to
+        ``current``."""
         if self._workloads is None or self._events is None:
             return
         for workload in use.workloads:
-            try:
-                obj = await self._workloads.get(workload)
-            except kubeapi.KubeError as e:
-                logger.info("cannot read %s: %s", workload.key, e)
-                continue
+            obj = await self._read(key, workload, use.digest, current)
             if obj is None:
-                self._book.observe(key, model.Unpinned(workload=workload))
                 continue
-            if not model.mentions(obj, use.digest):
-                self._book.observe(key, model.Unpinned(workload=workload, digest=use.digest))
+            await self._emit(workload, obj, event_type=event_type, reason=reason, message=message)
+            if roll and current is not None and follow.follows(obj):
+                await self._roll_forward(key, workload, obj, use.digest, current)
+
+    async def _read(
+        self, key: model.TagKey, workload: model.Workload, digest: str, current: str | None
+    ) -> Mapping[str, Any] | None:
+        """The live ``workload`` if it still pins ``digest``, else None: a deleted one leaves
+        the record; one that moved on leaves ``digest`` (and is recorded at ``current`` when
+        it pins that). Its follow annotation is remembered."""
+        assert self._workloads is not None
+        try:
+            obj = await self._workloads.get(workload)
+        except kubeapi.KubeError as e:
+            logger.info("cannot read %s: %s", workload.key, e)
+            return None
+        if obj is None:
+            self._follows.pop(workload.key, None)
+            self._book.observe(key, model.Unpinned(workload=workload))
+            return None
+        if len(self._follows) >= FOLLOW_REMEMBERED:
+            self._follows.clear()
+        self._follows[workload.key] = (follow.follows(obj), self._clock())
+        if not model.mentions(obj, digest):
+            if current is not None and model.mentions(obj, current):
+                self._book.observe(
+                    key, model.Pinned(digest=current, workload=workload, at=self._now())
+                )
+            else:
+                self._book.observe(key, model.Unpinned(workload=workload, digest=digest))
+            return None
+        return obj
+
+    async def _emit(
+        self,
+        workload: model.Workload,
+        obj: Mapping[str, Any],
+        *,
+        event_type: EventType,
+        reason: str,
+        message: str,
+    ) -> None:
+        assert self._events is not None
+        try:
+            await self._events.emit(obj, event_type=event_type, reason=reason, message=message)
+        except kubeapi.KubeError as e:
+            logger.warning("cannot create an Event for %s: %s", workload.key, e)
+
+    # -- roll-forward --------------------------------------------------------------------
+
+    async def _followers(self, key: model.TagKey, use: model.DigestUse, current: str) -> None:
+        """Roll forward every workload listed on ``use.digest`` (older than ``current``)
+        that follows its tag; workloads known not to follow are read again only after
+        :data:`FOLLOW_RECHECK` seconds."""
+        if self._workloads is None or self._events is None:
+            return
+        for workload in use.workloads:
+            if (workload.key, use.digest, current) in self._rolled:
                 continue
-            try:
-                await self._events.emit(obj, event_type=event_type, reason=reason, message=message)
-            except kubeapi.KubeError as e:
-                logger.warning("cannot create an Event for %s: %s", workload.key, e)
+            known = self._follows.get(workload.key)
+            if known is not None and not known[0] and self._clock() - known[1] < FOLLOW_RECHECK:
+                continue
+            obj = await self._read(key, workload, use.digest, current)
+            if obj is not None and follow.follows(obj):
+                await self._roll_forward(key, workload, obj, use.digest, current)
+
+    async def _roll_forward(
+        self,
+        key: model.TagKey,
+        workload: model.Workload,
+        obj: Mapping[str, Any],
+        old: str,
+        new: str,
+    ) -> None:
+        """Replace ``obj`` with its sites of ``key`` re-pinned from ``old`` to ``new``
+        (:func:`controller.tags.follow.plan`), through the apiserver's admission."""
+        assert self._workloads is not None
+        mark = (workload.key, old, new)
+        if mark in self._rolled:
+            return
+        if not follow.rollable(obj):
+            self._rolled.add(mark)
+            logger.info("%s follows %s; its template cannot change: not rolled", workload.key, key)
+            return
+        rolled = follow.plan(obj, key, old, new, at=self._now())
+        if rolled is None:
+            self._rolled.add(mark)  # the digest is the user's own, or not this tag's
+            logger.info("%s pins %s of %s but kitpin did not pin it there", workload.key, old, key)
+            return
+        try:
+            stored = await self._workloads.replace(workload, rolled)
+        except (kubeapi.ConflictError, kubeapi.UnreachableError) as e:
+            logger.info("rolling %s forward: %s; the next pass tries again", workload.key, e)
+            return
+        except kubeapi.ApiError as e:
+            self._rolled.add(mark)
+            denied = "admission webhook" in e.message
+            self.metrics.count_roll_forward("denied" if denied else "failed")
+            verb = "refused by admission" if denied else "refused by the apiserver"
+            await self._emit(
+                workload,
+                obj,
+                event_type="Warning",
+                reason=follow.Reason.DENIED if denied else follow.Reason.FAILED,
+                message=(
+                    f"{key} moved from {old} to {new}; kitpin.dev/follow asked to re-pin this "
+                    f"workload, {verb}, so it keeps {old}: {e.message or e}"
+                ),
+            )
+            return
+        self._rolled.add(mark)
+        self.metrics.count_roll_forward("rolled")
+        self._book.observe(key, model.Pinned(digest=new, workload=workload, at=self._now()))
+        logger.info("rolled %s forward: %s from %s to %s", workload.key, key, old, new)
+        await self._emit(
+            workload,
+            stored,
+            event_type="Normal",
+            reason=follow.Reason.ROLLED_FORWARD,
+            message=(
+                f"{key} moved from {old} to {new}; kitpin re-pinned this workload to {new} "
+                f"(kitpin.dev/follow), admitted by its policies; its template changed once"
+            ),
+        )
 
 
 # -- over kubeapi --------------------------------------------------------------------------
@@ -440,6 +592,13 @@ class ApiWorkloads:
             )
         except kubeapi.NotFoundError:
             return None
+
+    async def replace(self, workload: model.Workload, obj: Mapping[str, Any]) -> Mapping[str, Any]:
+        """A PUT of ``obj`` (``update`` on the kind: RBAC in the chart); its
+        ``resourceVersion`` makes a concurrent change a 409."""
+        return await self._api.request(
+            "PUT", workload_path(workload, self._plurals), body=obj, timeout=self._timeout
+        )
 
 
 class ApiEvents:

@@ -8,7 +8,9 @@ without a status starts from it. Readers never trust: malformed entries are skip
 
 from __future__ import annotations
 
+import functools
 import json
+import sys
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Final
@@ -110,9 +112,20 @@ def _use_to_wire(use: model.DigestUse) -> dict[str, Any]:
     return wire
 
 
+# Every replica keeps every record it knows (10,000 tags: 10,000 statuses), so what a record
+# repeats is shared rather than decoded again: a timestamp appears in a record several times
+# (first seen, last resolved, a digest's first and last sighting, a condition's transition)
+# and many records share one; a digest appears as first, current, a digest in use and in the
+# history; hosts, repositories, kinds, namespaces and the fixed condition texts repeat across
+# records. bench/results/tags/: ~1.2 KiB per record before, see bench/README.md for after.
+
+
 def _time(value: object) -> datetime | None:
-    if not isinstance(value, str):
-        return None
+    return _parse_time(value) if isinstance(value, str) else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_time(value: str) -> datetime | None:
     try:
         when = datetime.fromisoformat(value)
     except ValueError:
@@ -122,6 +135,15 @@ def _time(value: object) -> datetime | None:
 
 def _str(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
+
+
+def _shared(value: object) -> str | None:
+    """:func:`_str`, one object per distinct text (interned)."""
+    return sys.intern(value) if isinstance(value, str) and value else None
+
+
+def _text(value: object) -> str:
+    return sys.intern(str(value)) if value else ""
 
 
 def _seen_by(value: object) -> model.SeenBy:
@@ -141,15 +163,15 @@ def status_from_wire(wire: Mapping[str, Any]) -> model.TagStatus | None:
     ``currentDigest``. Malformed entries are skipped (only kitpin writes, but a reader never
     trusts)."""
     first = _mapping(wire.get("firstSeen"))
-    first_digest, first_seen = _str(first.get("digest")), _time(first.get("time"))
-    current = _str(wire.get("currentDigest"))
+    first_digest, first_seen = _shared(first.get("digest")), _time(first.get("time"))
+    current = _shared(wire.get("currentDigest"))
     last_resolved = _time(wire.get("lastResolved"))
     if first_digest is None or first_seen is None or current is None:
         return None
     moves = wire.get("moves")
     history = []
     for m in _items(wire.get("history")):
-        src, dst, at = _str(m.get("from")), _str(m.get("to")), _time(m.get("at"))
+        src, dst, at = _shared(m.get("from")), _shared(m.get("to")), _time(m.get("at"))
         if src and dst and at:
             history.append(
                 model.Move(from_digest=src, to_digest=dst, at=at, seen_by=_seen_by(m.get("seenBy")))
@@ -157,7 +179,7 @@ def status_from_wire(wire: Mapping[str, Any]) -> model.TagStatus | None:
     uses = []
     for u in _items(wire.get("digests")):
         digest, seen, last = (
-            _str(u.get("digest")),
+            _shared(u.get("digest")),
             _time(u.get("firstSeen")),
             _time(u.get("lastSeen")),
         )
@@ -165,9 +187,9 @@ def status_from_wire(wire: Mapping[str, Any]) -> model.TagStatus | None:
             continue
         workloads = tuple(
             model.Workload(
-                api_version=str(w.get("apiVersion") or ""),
-                kind=str(w["kind"]),
-                namespace=str(w["namespace"]),
+                api_version=_text(w.get("apiVersion")),
+                kind=_text(w["kind"]),
+                namespace=_text(w["namespace"]),
                 name=str(w["name"]),
             )
             for w in _items(u.get("workloads"))
@@ -192,8 +214,8 @@ def status_from_wire(wire: Mapping[str, Any]) -> model.TagStatus | None:
                 model.Condition(
                     type=type_,
                     status="True" if status == "True" else "False",
-                    reason=str(c.get("reason") or ""),
-                    message=str(c.get("message") or ""),
+                    reason=_text(c.get("reason")),
+                    message=_text(c.get("message")),
                     last_transition=at,
                 )
             )
@@ -218,8 +240,8 @@ def record_from_object(body: Mapping[str, Any]) -> model.TagRecord | None:
     (:data:`FIRST_SEEN_ANNOTATION`)."""
     spec, meta = _mapping(body.get("spec")), _mapping(body.get("metadata"))
     registry, repository, tag = (
-        _str(spec.get("registry")),
-        _str(spec.get("repository")),
+        _shared(spec.get("registry")),
+        _shared(spec.get("repository")),
         _str(spec.get("tag")),
     )
     name = _str(meta.get("name"))

@@ -1,10 +1,19 @@
 """Writing ModelKitTag records from the admission path without slowing it.
 
-Admission calls :meth:`TagWriter.observe` (or :meth:`~TagWriter.observe_resolution`):
+Admission calls :meth:`TagWriter.observe_admission` (or :meth:`~TagWriter.observe`):
 synchronous, no I/O, constant work. It compares the observation with the record the replica
 already knows (:func:`controller.tags.model.is_news`): a cached review that shows nothing new
 queues nothing. News is queued per record, coalesced (the same news twice is kept once), in a
 bounded queue: when it is full the observation is dropped and counted, the review never waits.
+
+A cached review must cost almost nothing, so :meth:`TagWriter.observe_admission` answers it
+from a memo before building any observation: per tag (``registry``, ``repository``, ``tag``,
+the reference's own fields: no string is built), the digest the stored record holds as current
+and the workloads already known to pin it (:class:`_Known`). A review of a listed workload at
+that digest is one dict lookup, a string compare and a set lookup. The memo is learnt from
+:func:`~controller.tags.model.is_news` saying "nothing new" and forgotten whenever the record
+changes (:meth:`TagWriter.remember`, :meth:`TagWriter.forget`), so it never answers for a
+record it has not checked.
 
 A background task (:meth:`TagWriter.run`) flushes every ``flush_interval`` seconds, one record
 at a time per name, a few names at once:
@@ -19,9 +28,9 @@ at a time per name, a few names at once:
   times, then the observations wait for the next flush). Nothing is lost or applied twice:
   the transitions are idempotent for the same observation.
 
-The records the replica knows come from a kopf watch of ``modelkittags`` (:meth:`remember` /
-:meth:`forget`, as :mod:`controller.audit` learns policy statuses) and from every write's
-answer. The drift watch reads them (:meth:`records`) and writes through the same queue.
+The records the replica knows come from a paged list-and-watch of ``modelkittags``
+(:mod:`.informer`; :meth:`remember` / :meth:`forget`) and from every write's answer. The
+drift watch reads them (:meth:`records`) and writes through the same queue.
 
 This module imports no kopf.
 """
@@ -62,6 +71,9 @@ CONCURRENCY: Final = 8
 UNLISTED_REMEMBERED: Final = 10_000
 """Workloads remembered as counted while a digest's list was full (so their next reviews
 queue nothing)."""
+KNOWN_WORKLOADS: Final = 1024
+"""Workloads a tag's memo holds (:class:`_Known`); beyond, it starts again (the next reviews
+take the full comparison once each)."""
 
 
 class AlreadyExistsError(Exception):
@@ -94,6 +106,24 @@ class TagStore(Protocol):
         ...
 
 
+@dataclass(slots=True, kw_only=True)
+class _Known:
+    """The memo of one tag for cached reviews: the stored record's current digest and the
+    workloads whose resolution to it is no news (listed, or counted beyond a full list).
+    Valid for one version of the record: dropped when it changes."""
+
+    digest: str
+    settled: bool
+    """No ``tags.immutable`` rule can make a resolution to ``digest`` news: it is the
+    first-seen digest, or ``ImmutableTagMoved`` is already True."""
+    workloads: set[str] = field(default_factory=set)
+    """``Workload.key`` of each workload known; "" stands for "no workload" (a Pod without
+    a name)."""
+
+
+_NO_OBJECT: Final = object()
+
+
 @dataclass(kw_only=True)
 class _Pending:
     key: model.TagKey
@@ -115,6 +145,11 @@ class TagWriter:
         self.metrics: TagMetrics = metrics if metrics is not None else Counters()
         self._now = now
         self._records: dict[str, tuple[int, model.TagRecord]] = {}
+        self._known: dict[tuple[str, str, str], _Known] = {}
+        self._last: tuple[object, str, model.Workload | None, str] = (_NO_OBJECT, "", None, "")
+        """The object of the last admission, its namespace, workload and workload key: a
+        review with several references computes its workload once. Holding the object keeps
+        its identity from being reused."""
         self._pending: dict[str, _Pending] = {}
         self._unlisted: OrderedDict[tuple[str, str, str], None] = OrderedDict()
         self._wakeup = asyncio.Event()
@@ -132,9 +167,15 @@ class TagWriter:
         known = self._records.get(record.name)
         if known is None or order >= known[0]:
             self._records[record.name] = (order, record)
+            self._unknow(record.key)
 
     def forget(self, name: str) -> None:
-        self._records.pop(name, None)
+        known = self._records.pop(name, None)
+        if known is not None:
+            self._unknow(known[1].key)
+
+    def _unknow(self, key: model.TagKey) -> None:
+        self._known.pop((key.registry, key.repository, key.tag), None)
 
     def record(self, key: model.TagKey) -> model.TagRecord | None:
         """The record of ``key`` as this replica knows it (for ``tags.immutable``: its
@@ -149,6 +190,11 @@ class TagWriter:
     def pending(self) -> int:
         """Tags with observations waiting."""
         return len(self._pending)
+
+    @property
+    def known(self) -> int:
+        """Records this replica knows."""
+        return len(self._records)
 
     # -- fed by admissions and the drift watch -------------------------------------------
 
@@ -178,8 +224,27 @@ class TagWriter:
         immutable: bool = False,
     ) -> bool:
         """:meth:`observe_resolution` for the admitted ``obj``: its owner-level workload
-        (:func:`controller.tags.model.workload_of`) is recorded as pinned to the digest."""
-        workload = model.workload_of(obj, namespace)
+        (:func:`controller.tags.model.workload_of`) is recorded as pinned to the digest.
+
+        The admission path's hook: a cached review (the tag at its recorded digest, the
+        workload known) is answered from the memo (see the module docstring) without
+        building an observation."""
+        last = self._last
+        if last[0] is obj and last[1] == namespace:
+            workload, workload_key = last[2], last[3]
+        else:
+            workload = model.workload_of(obj, namespace)
+            workload_key = "" if workload is None else workload.key
+            self._last = (obj, namespace, workload, workload_key)
+        ref = resolution.reference
+        known = self._known.get((ref.registry, ref.repository, ref.tag))
+        if (
+            known is not None
+            and known.digest == resolution.digest
+            and (known.settled or not immutable)
+            and workload_key in known.workloads
+        ):
+            return False
         return self.observe_resolution(resolution, workload=workload, immutable=immutable)
 
     def observe_kept(
@@ -217,12 +282,16 @@ class TagWriter:
         if known is not None and not model.is_news(
             status, obs, checked_every=self._settings.checked_write_every
         ):
+            if status is not None:
+                self._learn(key, status, obs)
             return False
         if known is None and pending is None and not isinstance(obs, model.Resolved):
             return False  # a record starts with a resolution
         unlisted = None if status is None else self._unlisted_mark(name, status, obs)
         if unlisted is not None and unlisted in self._unlisted:
             self._unlisted.move_to_end(unlisted)
+            if status is not None:
+                self._learn(key, status, obs)
             return False  # counted already while the list was full
         seen = model.coalesce_key(obs)
         if pending is None:
@@ -242,6 +311,28 @@ class TagWriter:
             if len(self._unlisted) > UNLISTED_REMEMBERED:
                 self._unlisted.popitem(last=False)
         return True
+
+    def _learn(self, key: model.TagKey, status: model.TagStatus, obs: model.Observation) -> None:
+        """Remember that ``obs``, a resolution at admission that was no news, will be no
+        news again while the record stays as it is (only for the record's current digest:
+        a resolution to an older one depends on its time)."""
+        if (
+            not isinstance(obs, model.Resolved)
+            or obs.seen_by != "admission"
+            or obs.digest != status.current_digest
+        ):
+            return
+        memo_key = (key.registry, key.repository, key.tag)
+        known = self._known.get(memo_key)
+        if known is None or known.digest != obs.digest:
+            moved = status.condition(model.ConditionType.IMMUTABLE_TAG_MOVED)
+            settled = obs.digest == status.first_digest or (
+                moved is not None and moved.status == "True"
+            )
+            known = self._known[memo_key] = _Known(digest=obs.digest, settled=settled)
+        if len(known.workloads) >= KNOWN_WORKLOADS:
+            known.workloads.clear()
+        known.workloads.add("" if obs.workload is None else obs.workload.key)
 
     def _unlisted_mark(
         self, name: str, status: model.TagStatus, obs: model.Observation

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from controller import errors, policy, signatures
 from controller.admission import pinning
+from controller.tags import follow
 from controller.tags import model as tags_model
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -117,6 +118,7 @@ def test_every_event_reason_is_in_the_readme_and_nothing_else() -> None:
         tags_model.Reason.TAG_MOVED,
         tags_model.Reason.PINNED_DIGEST_MISSING,
         tags_model.Reason.IMMUTABLE_TAG_MOVED,
+        *constants(follow.Reason),
     }
     failure = {pinning.Reason.ADMITTED_UNPINNED, pinning.Reason.ADMITTED_UNVERIFIED}
     assert readme_tables()[EVENTS] == violations | failure | drift

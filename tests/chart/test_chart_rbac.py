@@ -71,8 +71,12 @@ def _readme_table() -> list[tuple[frozenset[str], str, frozenset[str]]]:
     return rows
 
 
-TAGS_ON: dict[str, Any] = {"settings": {"tags": {"records": True}, "drift": {"enabled": True}}}
-"""Tag records and the drift watch are off by default (docs/tags.md): their RBAC with them on."""
+TAGS_ON: dict[str, Any] = {
+    "settings": {"tags": {"records": True}, "drift": {"enabled": True}},
+    "rbac": {"rollForward": True},
+}
+"""Tag records, the drift watch and roll-forward's RBAC: every rule the README lists (records
+and the watch are on by default, roll-forward's update off: docs/tags.md)."""
 
 
 def _rules(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -221,13 +225,14 @@ def test_tag_records_and_drift_watch_rbac() -> None:
     )
 
 
-def test_drift_watch_off_drops_its_rbac(default_docs: list[dict[str, Any]]) -> None:
-    defaults = _rules(default_docs)
-    assert TAG_RECORDS_RULE not in defaults
-    assert not any(rule in defaults for rule in WORKLOAD_RULES)
-    # The only Role by default is arming's (tests/chart/test_chart_arming.py).
-    assert not render.find(default_docs, "Role", "kitpin-leader-election")
-    assert not render.find(default_docs, "RoleBinding", "kitpin-leader-election")
+def test_drift_watch_off_drops_its_rbac() -> None:
+    off = render.render({"settings": {"tags": {"records": False}, "drift": {"enabled": False}}})
+    rules = _rules(off)
+    assert TAG_RECORDS_RULE not in rules
+    assert not any(rule in rules for rule in WORKLOAD_RULES)
+    # Then the only Role is arming's (tests/chart/test_chart_arming.py).
+    assert not render.find(off, "Role", "kitpin-leader-election")
+    assert not render.find(off, "RoleBinding", "kitpin-leader-election")
     docs = render.render({"settings": {"tags": {"records": True}, "drift": {"enabled": False}}})
     rules = _rules(docs)
     assert TAG_RECORDS_RULE in rules
@@ -237,3 +242,22 @@ def test_drift_watch_off_drops_its_rbac(default_docs: list[dict[str, Any]]) -> N
     no_records = _rules(render.render({"settings": {"tags": {"records": False}}}))
     assert TAG_RECORDS_RULE not in no_records
     assert not any(rule in no_records for rule in WORKLOAD_RULES)
+
+
+def test_roll_forward_update_is_granted_only_when_asked(default_docs: list[dict[str, Any]]) -> None:
+    def updates(docs: list[dict[str, Any]]) -> set[str]:
+        return {
+            resource
+            for rule in _rules(docs)
+            if "update" in rule["verbs"]
+            for resource in rule["resources"]
+        }
+
+    assert updates(default_docs) == set()
+    assert updates(render.render({"rbac": {"rollForward": True}})) == {
+        "deployments",
+        "statefulsets",
+        "daemonsets",
+        "cronjobs",
+        "inferenceservices",
+    }

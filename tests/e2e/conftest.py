@@ -107,7 +107,7 @@ SETTINGS: dict[str, Any] = {
     "deadlineSeconds": 8,
     "ignoredNamespaces": [SETTINGS_IGNORED_NAMESPACE],
     "cache": {"ttlSeconds": CACHE_TTL, "negativeTtlSeconds": 1, "staleIfErrorSeconds": 300},
-    "tags": {"records": True},  # off by default (docs/tags.md); the e2e suite runs with them
+    "tags": {"records": True},  # the default (docs/tags.md), stated for the e2e suite
     "drift": {"enabled": True},
     "sites": {
         "extra": [

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import heapq
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -143,12 +144,36 @@ class FakeRegistry:
         return [c for c in self.calls if method is None or c[1] == method]
 
 
+ENV_POINTER = "/spec/template/spec/containers/0/env/0/value"
+"""Where :meth:`FakeWorkloads.add` puts the reference."""
+
+
 @dataclass
 class FakeWorkloads:
     objects: dict[str, dict[str, Any]] = field(default_factory=dict)
     """By ``Kind/namespace/name``."""
+    reads: list[str] = field(default_factory=list)
+    """Every ``get``, by workload key."""
+    replaced: list[dict[str, Any]] = field(default_factory=list)
+    """Every object a ``replace`` stored."""
+    refuse: Exception | None = None
+    """Raised by the next ``replace`` instead of storing (then cleared)."""
 
-    def add(self, workload: model.Workload, pinned: str) -> dict[str, Any]:
+    def add(
+        self, workload: model.Workload, pinned: str, *, follows: bool = False
+    ) -> dict[str, Any]:
+        """A workload kitpin pinned to ``pinned`` (with its ``kitpin.dev/pinned`` record);
+        ``follows``: annotated ``kitpin.dev/follow: "true"``."""
+        record = {
+            ENV_POINTER: {
+                "from": "reg.example/org/llama:production",
+                "digest": pinned,
+                "resolvedAt": "2026-01-02T03:04:05Z",
+            }
+        }
+        annotations = {"kitpin.dev/pinned": json.dumps(record)}
+        if follows:
+            annotations["kitpin.dev/follow"] = "true"
         obj = {
             "apiVersion": workload.api_version,
             "kind": workload.kind,
@@ -156,6 +181,8 @@ class FakeWorkloads:
                 "name": workload.name,
                 "namespace": workload.namespace,
                 "uid": f"uid-{workload.name}",
+                "resourceVersion": "1",
+                "annotations": annotations,
             },
             "spec": {
                 "template": {
@@ -179,7 +206,19 @@ class FakeWorkloads:
         return obj
 
     async def get(self, workload: model.Workload) -> Mapping[str, Any] | None:
+        self.reads.append(workload.key)
         return self.objects.get(workload.key)
+
+    async def replace(self, workload: model.Workload, obj: Mapping[str, Any]) -> Mapping[str, Any]:
+        if self.refuse is not None:
+            error, self.refuse = self.refuse, None
+            raise error
+        stored = json.loads(json.dumps(obj))
+        meta = stored["metadata"]
+        meta["resourceVersion"] = str(int(meta.get("resourceVersion", "0")) + 1)
+        self.objects[workload.key] = stored
+        self.replaced.append(stored)
+        return stored
 
 
 @dataclass

@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from collections.abc import Sequence
 
 import pytest
 
-from controller import kubeapi, refs, types
+from controller import kubeapi, refs, sites, types
 from controller.tags import model, watch
 from controller.tags.settings import Counters, TagsSettings
 from controller.tags.watch import Budget, DriftWatch
 from tests.tags.fakeapi import TagsApiServer
 from tests.tags.tagfakes import (
+    ENV_POINTER,
     FakeBook,
     FakeClock,
     FakeEvents,
@@ -411,3 +413,165 @@ async def test_a_record_naming_no_reference_is_skipped() -> None:
     env.pin(bad, A, "llm")
     await env.watch.cycle()
     assert env.registry.calls == []
+
+
+# -- roll-forward (kitpin.dev/follow) ---------------------------------------------------------
+
+
+def follower(env: Env, name: str, d: str, *, seconds: float = 0) -> model.Workload:
+    w = deployment(name)
+    env.book.seed(K, model.Resolved(digest=d, at=at(seconds), seen_by="admission", workload=w))
+    env.workloads.add(w, d, follows=True)
+    return w
+
+
+def value_of(obj: dict[str, object]) -> str:
+    value = sites.get(obj, ENV_POINTER)
+    assert isinstance(value, str)
+    return value
+
+
+async def test_a_follower_is_rolled_forward_when_the_watch_sees_the_move() -> None:
+    env = Env()
+    llm = follower(env, "llm", A)
+    env.pin(K, A, "stays")  # pins A, does not follow
+    env.registry.tags[TAG] = B
+    env.registry.digests.add(f"reg.example/org/llama@{A}")
+    await env.watch.cycle()
+
+    assert [o["metadata"]["name"] for o in env.workloads.replaced] == ["llm"]
+    rolled = env.workloads.objects[llm.key]
+    assert value_of(rolled) == f"reg.example/org/llama:production@{B}"
+    record = json.loads(rolled["metadata"]["annotations"]["kitpin.dev/pinned"])[ENV_POINTER]
+    assert record["digest"] == B and record["rolledForwardFrom"] == A
+    assert sorted(env.events.reasons()) == [
+        ("llm", "Normal", "RolledForward"),
+        ("llm", "Normal", "TagMoved"),
+        ("stays", "Normal", "TagMoved"),
+    ]
+    message = next(m for _, _, r, m in env.events.emitted if r == "RolledForward")
+    assert A in message and B in message
+    use = env.status().use(B)
+    assert use is not None and [w.name for w in use.workloads] == ["llm"]  # recorded at B
+    assert env.metrics.roll_forwards == {"rolled": 1}
+    await env.watch.cycle()  # nothing more to do
+    assert len(env.workloads.replaced) == 1
+
+
+async def test_a_move_first_seen_by_an_admission_still_rolls_followers() -> None:
+    """Level-triggered: the record already says B (an admission resolved it); the watch
+    finds the follower still on A and rolls it, without a TagMoved (nothing moved now)."""
+    env = Env()
+    follower(env, "llm", A)
+    env.pin(K, B, "new", seconds=60)
+    env.registry.tags[TAG] = B
+    env.registry.digests.add(f"reg.example/org/llama@{A}")
+    await env.watch.cycle()
+    assert env.events.reasons() == [("llm", "Normal", "RolledForward")]
+    assert value_of(env.workloads.replaced[0]).endswith(B)
+
+
+async def test_workloads_that_do_not_follow_are_read_again_only_now_and_then() -> None:
+    env = Env()
+    env.pin(K, A, "stays")
+    env.pin(K, B, "new", seconds=60)
+    env.registry.tags[TAG] = B
+    env.registry.digests.add(f"reg.example/org/llama@{A}")
+    await env.watch.cycle()
+    await env.watch.cycle()
+    assert env.workloads.reads.count(deployment("stays").key) == 1
+    # annotated later: noticed once FOLLOW_RECHECK has passed
+    obj = env.workloads.objects[deployment("stays").key]
+    obj["metadata"]["annotations"]["kitpin.dev/follow"] = "true"
+    env.clock.advance(watch.FOLLOW_RECHECK)
+    await env.watch.cycle()
+    assert [o["metadata"]["name"] for o in env.workloads.replaced] == ["stays"]
+
+
+async def test_a_roll_forward_refused_by_admission_is_reported_once() -> None:
+    env = Env()
+    llm = follower(env, "llm", A)
+    env.registry.tags[TAG] = B
+    env.registry.digests.add(f"reg.example/org/llama@{A}")
+    env.workloads.refuse = kubeapi.ForbiddenError(
+        "PUT",
+        "/apis/apps/v1/namespaces/ml/deployments/llm",
+        403,
+        "Forbidden",
+        'admission webhook "check-deployments.kitpin.dev" denied the request: not a ModelKit',
+    )
+    await env.watch.cycle()
+    assert env.workloads.replaced == []
+    assert value_of(env.workloads.objects[llm.key]).endswith(A)
+    denied = [e for e in env.events.emitted if e[2] == "RollForwardDenied"]
+    assert len(denied) == 1 and denied[0][1] == "Warning"
+    assert "not a ModelKit" in denied[0][3] and A in denied[0][3] and B in denied[0][3]
+    assert env.metrics.roll_forwards == {"denied": 1}
+    await env.watch.cycle()  # not tried again for the same digest
+    assert env.workloads.replaced == [] and len(env.events.emitted) == 2
+
+
+async def test_a_roll_forward_refused_otherwise_is_a_failure() -> None:
+    env = Env()
+    follower(env, "llm", A)
+    env.pin(K, B, "new", seconds=60)
+    env.registry.tags[TAG] = B
+    env.registry.digests.add(f"reg.example/org/llama@{A}")
+    env.workloads.refuse = kubeapi.ForbiddenError(
+        "PUT", "/x", 403, "Forbidden", 'cannot update resource "deployments"'
+    )
+    await env.watch.cycle()
+    assert env.events.reasons() == [("llm", "Warning", "RollForwardFailed")]
+    assert env.metrics.roll_forwards == {"failed": 1}
+
+
+async def test_a_conflict_is_tried_again_on_the_next_pass() -> None:
+    env = Env()
+    follower(env, "llm", A)
+    env.pin(K, B, "new", seconds=60)
+    env.registry.tags[TAG] = B
+    env.registry.digests.add(f"reg.example/org/llama@{A}")
+    env.workloads.refuse = kubeapi.ConflictError("PUT", "/x", 409, "Conflict", "changed")
+    await env.watch.cycle()
+    assert env.workloads.replaced == [] and env.events.emitted == []
+    await env.watch.cycle()
+    assert len(env.workloads.replaced) == 1
+
+
+async def test_a_tag_under_tags_immutable_is_never_rolled() -> None:
+    env = Env()
+    env.immutable.add(K)
+    follower(env, "llm", A)
+    env.registry.tags[TAG] = B
+    env.registry.digests.add(f"reg.example/org/llama@{A}")
+    await env.watch.cycle()
+    await env.watch.cycle()
+    assert env.workloads.replaced == []
+    assert env.events.reasons() == [("llm", "Warning", "ImmutableTagMoved")]
+
+
+async def test_pods_are_told_but_not_rolled() -> None:
+    env = Env()
+    pod = model.Workload(api_version="v1", kind="Pod", namespace="ml", name="bare")
+    env.book.seed(K, model.Resolved(digest=A, at=at(0), seen_by="admission", workload=pod))
+    env.workloads.add(pod, A, follows=True)
+    env.registry.tags[TAG] = B
+    env.registry.digests.add(f"reg.example/org/llama@{A}")
+    await env.watch.cycle()
+    assert env.workloads.replaced == []
+    assert env.events.reasons() == [("bare", "Normal", "TagMoved")]
+
+
+async def test_a_workload_found_on_the_current_digest_is_recorded_there() -> None:
+    """Rolled forward by a replica that lost the Lease before its record was written: the
+    next leader finds the workload already on B and records it there."""
+    env = Env()
+    llm = follower(env, "llm", A)
+    env.pin(K, B, "new", seconds=60)
+    env.workloads.add(llm, B, follows=True)  # already rolled
+    env.registry.tags[TAG] = B
+    env.registry.digests.add(f"reg.example/org/llama@{A}")
+    await env.watch.cycle()
+    assert env.workloads.replaced == []
+    use = env.status().use(B)
+    assert use is not None and "llm" in [w.name for w in use.workloads]
