@@ -13,11 +13,12 @@ import collections
 import json
 import os
 import re
+import shutil
 import ssl
 import sys
 import threading
 import urllib.request
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -308,6 +309,35 @@ class Server:
                 key, _, value = line.rpartition(" ")
                 out[key] = float(value)
         return out
+
+
+def tear_down(
+    servers: Sequence[Server],
+    *,
+    registry: Registry,
+    cp: Any,
+    started_cp: Callable[[], object],
+    work: Path,
+    keep: bool,
+) -> None:
+    """Stop what a benchmark run started, all of it whatever fails: its servers, the registry,
+    the control plane (once its start in the background has ended), and remove ``work``
+    unless ``keep``."""
+    for s in servers:
+        try:
+            s.stop()
+        except Exception as e:  # keep stopping the rest
+            log(f"stopping {s.name}: {e}")
+    registry.stop()
+    try:
+        started_cp()
+    except BaseException:
+        pass
+    cp.stop()
+    if keep:
+        log(f"kept {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def metric(samples: Mapping[str, float], name: str, **labels: str) -> float:

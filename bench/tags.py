@@ -47,7 +47,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import statistics
 import sys
 import tempfile
@@ -811,21 +810,9 @@ def run(
         results["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
         results["machine"]["wall_seconds"] = round(time.monotonic() - t_start, 1)
     finally:
-        for s in servers:
-            try:
-                s.stop()
-            except Exception as e:  # keep stopping the rest
-                log(f"stopping {s.name}: {e}")
-        registry.stop()
-        try:
-            started_cp()
-        except BaseException:
-            pass
-        cp.stop()
-        if keep:
-            log(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        env.tear_down(
+            servers, registry=registry, cp=cp, started_cp=started_cp, work=work, keep=keep
+        )
     results["targets"] = judge(results)
     return results
 
