@@ -7,7 +7,16 @@ record names the key, and ``cosign verify --key`` accepts the exact reference ki
 admitted; an unsigned one is denied ``SignatureMissing``; one signed by another key, and one
 carrying a valid signature copied from another digest, are denied ``SignatureInvalid``. A
 ``ModelKitPolicy`` reads its key from a Secret in its own namespace, never another's. A key
-kitpin cannot use is refused by kitpin's policy webhook, naming the field.
+kitpin cannot use is refused by kitpin's policy webhook, naming the field. A ``signatures``
+block in mode ``warn`` admits and pins an unsigned ModelKit with a ``Warning:`` naming
+``SignatureMissing``; in mode ``audit`` it admits silently and kitpin posts an Event (reason
+``SignatureMissing``) on the object. A registry that fails while kitpin fetches the
+signatures (a fault proxy in front of the plain registry that answers 503 for the ``.sig``
+tag, the referrers API and the tag-schema index, and passes the tag's manifest through) is a
+denial ``SignatureUnavailable`` carrying the registry's error.
+
+This module runs its own kitpin (``kitpin_server`` below: the conftest's, plus
+``--plain-http-registry`` for the fault proxy, which starts before it).
 
 Policies are cluster-wide and kitpin is shared by the module: each test has its own
 namespace, and its cluster policy selects a label only that namespace carries. kitpin learns
@@ -20,6 +29,8 @@ import base64
 import json
 import secrets
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,12 +40,15 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from controller import policy
 from harness import modelkit, procs
+from harness.controlplane import Clients, ControlPlane
 from harness.cosign import Cosign, KeyPair
+from harness.faultproxy import FaultProxy, Rule, Status
 from harness.registry import RegistryServer
 from tests.e2e.conftest import (
     POD_ENV,
     TIMEOUT,
     Kitpin,
+    Registries,
     Result,
     at,
     denied_by,
@@ -50,9 +64,71 @@ SELECTOR_LABEL = "e2e.kitpin.dev/signatures-test"
 DENIED = f"denied by ModelKit policy ({policy.Reason.DENIED}): "
 WHERE = 'initContainer "kitops-init" env MODELKIT_REF'
 SIG_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+WARN_SUFFIX = " (mode warn: admitted for now)"
+UNAVAILABLE = Status(
+    status=503,
+    body=b'{"errors":[{"code":"UNAVAILABLE","message":"signature storage is down"}]}',
+    name="signatures down",
+)
+SIGNATURE_PATHS = (
+    # cosign's .sig tag and the tag-schema index of the referrers fallback
+    r"/v2/.+/manifests/sha256-[0-9a-f]{64}(\.sig)?",
+    # the OCI 1.1 referrers API
+    r"/v2/.+/referrers/.+",
+)
 
 
 # --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def sig_proxy(registries: Registries) -> Iterator[FaultProxy]:
+    """A fault proxy in front of the plain registry (no rules: everything passes through)
+    until a test sets some; kitpin trusts it over plain HTTP."""
+    with FaultProxy(registries.plain.url, name="signatures-proxy") as proxy:
+        yield proxy
+
+
+@dataclass(kw_only=True)
+class _ProxiedKitpin(Kitpin):
+    """The conftest's kitpin, also trusting ``extra_plain`` hosts over plain HTTP."""
+
+    extra_plain: tuple[str, ...] = ()
+
+    def argv(self, settings_file: Path) -> list[str]:
+        return [
+            *super().argv(settings_file),
+            *(f"--plain-http-registry={host}" for host in self.extra_plain),
+        ]
+
+
+@pytest.fixture(scope="module")
+def kitpin_server(
+    tmp_path_factory: pytest.TempPathFactory,
+    control_plane: ControlPlane,
+    api: Clients,
+    registries: Registries,
+    crds: list[str],
+    sig_proxy: FaultProxy,
+) -> Iterator[Kitpin]:
+    """As the conftest's ``kitpin_server``, with the fault proxy trusted over plain HTTP."""
+    server = _ProxiedKitpin(
+        control_plane=control_plane,
+        api=api,
+        registries=registries,
+        workdir=tmp_path_factory.mktemp("kitpin"),
+        extra_plain=(sig_proxy.host,),
+    )
+    try:
+        server.start()
+    except BaseException as e:
+        report = server.diagnostics()
+        server.stop()
+        raise procs.HarnessError(f"kitpin did not start: {e}\n{report}") from e
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -85,9 +161,13 @@ def signed_policy(
     objects: list[tuple[str, ...]],
     label: Mapping[str, str],
     keys: list[dict[str, Any]],
+    mode: str | None = None,
 ) -> str:
-    """Create a ClusterModelKitPolicy requiring ``keys`` in the namespaces labelled
-    ``label``; its name."""
+    """Create a ClusterModelKitPolicy requiring ``keys`` (in ``mode``, default the policy's:
+    enforce) in the namespaces labelled ``label``; its name."""
+    signatures: dict[str, Any] = {"keys": keys}
+    if mode is not None:
+        signatures["mode"] = mode
     name = f"e2e-signed-{secrets.token_hex(3)}"
     objects.append(("cmkp", name))
     created = kitpin.create(
@@ -97,7 +177,7 @@ def signed_policy(
             "metadata": {"name": name},
             "spec": {
                 "namespaceSelector": {"matchLabels": dict(label)},
-                "signatures": {"keys": keys},
+                "signatures": signatures,
             },
         }
     )
@@ -367,3 +447,174 @@ def test_a_key_kitpin_cannot_use_is_refused_by_the_policy_webhook_naming_the_fie
     assert "spec.signatures.keys[0].publicKey" in result.stderr
     assert "holds a private key" in result.stderr
     assert "admission webhook" not in result.stderr
+
+
+def kitpin_events(kitpin: Kitpin, namespace: str) -> list[Any]:
+    """The Events kitpin wrote in ``namespace``."""
+    events = kitpin.api.core.list_namespaced_event(namespace).items
+    return [e for e in events if e.source is not None and e.source.component == "kitpin"]
+
+
+def test_a_warn_rule_admits_an_unsigned_modelkit_pinned_with_a_warning(
+    kitpin: Kitpin,
+    new_namespace: Callable[..., str],
+    objects: list[tuple[str, ...]],
+    repo: str,
+    release: KeyPair,
+) -> None:
+    registry = kitpin.registries.plain
+    label = {SELECTOR_LABEL: secrets.token_hex(4)}
+    namespace = new_namespace(labels=label)
+    digest = push(registry, f"{repo}/unsigned", "v1", seed=31)
+    tagged = ref_to(registry, f"{repo}/unsigned", "v1")
+    name = signed_policy(
+        kitpin, objects, label, [{"name": "release", "publicKey": release.public_pem}], "warn"
+    )
+    display = f"{policy.CLUSTER_KIND}/{name}"
+
+    def warned() -> Result | None:  # the policy is in force
+        result = kitpin.create(pod("probe", namespace, tagged), dry_run=True)
+        return result if result.ok and "(SignatureMissing)" in result.stderr else None
+
+    procs.wait_until(
+        warned,
+        timeout=TIMEOUT,
+        what="kitpin to warn SignatureMissing",
+        interval=0.3,
+        on_timeout=kitpin.log_tail,
+    )
+
+    created = kitpin.create(pod("unsigned", namespace, tagged))
+    assert created.ok, created.stderr
+    assert at(created.obj, POD_ENV) == pinned_ref(registry, f"{repo}/unsigned", "v1", digest)
+    record = (pins(created.obj) or {})[POD_ENV]
+    assert record["digest"] == digest
+    assert "signedBy" not in record  # nothing verified it
+    (warning,) = created.warnings
+    assert warning.startswith(
+        f"{display} rule signatures.keys: {WHERE} '{tagged}' resolves to {digest}, which has "
+        f"no valid signature (SignatureMissing): {registry.host}/{repo}/unsigned@{digest} is "
+        "not signed: "
+    ), warning
+    assert warning.endswith(
+        f"; namespace {namespace} accepts only ModelKits signed with one of the keys of "
+        f"{display} (release){WARN_SUFFIX}"
+    ), warning
+    assert kitpin.exists("pod", "unsigned", namespace)
+
+
+def test_an_audit_rule_admits_an_unsigned_modelkit_silently_with_an_event(
+    kitpin: Kitpin,
+    new_namespace: Callable[..., str],
+    objects: list[tuple[str, ...]],
+    repo: str,
+    release: KeyPair,
+) -> None:
+    registry = kitpin.registries.plain
+    label = {SELECTOR_LABEL: secrets.token_hex(4)}
+    namespace = new_namespace(labels=label)
+    digest = push(registry, f"{repo}/unsigned", "v1", seed=32)
+    tagged = ref_to(registry, f"{repo}/unsigned", "v1")
+    name = signed_policy(
+        kitpin, objects, label, [{"name": "release", "publicKey": release.public_pem}], "audit"
+    )
+    display = f"{policy.CLUSTER_KIND}/{name}"
+
+    def audited() -> Result | None:  # silent: kitpin's PolicyAudited outcome counter tells
+        before = kitpin.admissions("validate", policy.Reason.AUDITED)
+        result = kitpin.create(pod("probe", namespace, tagged), dry_run=True)
+        after = kitpin.admissions("validate", policy.Reason.AUDITED)
+        return result if result.ok and after > before else None
+
+    procs.wait_until(
+        audited,
+        timeout=TIMEOUT,
+        what="kitpin to audit the signature rule",
+        interval=0.3,
+        on_timeout=kitpin.log_tail,
+    )
+    assert kitpin_events(kitpin, namespace) == []  # dry runs are never audited
+
+    created = kitpin.create(pod("unsigned", namespace, tagged))
+    assert created.ok, created.stderr
+    assert created.warnings == []  # silent
+    assert at(created.obj, POD_ENV) == pinned_ref(registry, f"{repo}/unsigned", "v1", digest)
+    assert "signedBy" not in (pins(created.obj) or {})[POD_ENV]
+
+    # the audit trail posts its Events in the background
+    def posted() -> list[Any] | None:
+        events = kitpin_events(kitpin, namespace)
+        return events or None
+
+    events = procs.wait_until(
+        posted,
+        timeout=TIMEOUT,
+        what=f"kitpin's Event in {namespace}",
+        interval=0.5,
+        on_timeout=kitpin.log_tail,
+    )
+    assert isinstance(events, list)
+    (event,) = events
+    assert (event.involved_object.kind, event.involved_object.name) == ("Pod", "unsigned")
+    assert (event.type, event.reason) == ("Warning", policy.Reason.SIGNATURE_MISSING)
+    assert event.message.startswith(
+        f"{display} rule signatures.keys: {WHERE} '{tagged}' resolves to {digest}, which has "
+        "no valid signature (SignatureMissing): "
+    ), event.message
+
+
+def test_a_registry_failure_while_fetching_the_signatures_denies_with_the_cause(
+    kitpin: Kitpin,
+    new_namespace: Callable[..., str],
+    objects: list[tuple[str, ...]],
+    repo: str,
+    cosign: Cosign,
+    release: KeyPair,
+    sig_proxy: FaultProxy,
+) -> None:
+    """The tag resolves through the proxy; every place a signature could be answers 503. The
+    ModelKit is signed: only the failure keeps kitpin from seeing it, and once the registry
+    is well again the same Pod is admitted (an unavailable outcome is never cached)."""
+    registry = kitpin.registries.plain
+    label = {SELECTOR_LABEL: secrets.token_hex(4)}
+    namespace = new_namespace(labels=label)
+    digest = push(registry, f"{repo}/signed", "v1", seed=41)
+    cosign.sign(f"{registry.host}/{repo}/signed@{digest}", release)
+    push(registry, f"{repo}/probe", "v1", seed=42)  # unsigned: shows the policy in force
+    name = signed_policy(
+        kitpin, objects, label, [{"name": "release", "publicKey": release.public_pem}]
+    )
+    display = f"{policy.CLUSTER_KIND}/{name}"
+    wait_denied(
+        kitpin,
+        pod("probe", namespace, ref_to(registry, f"{repo}/probe", "v1")),
+        "(SignatureMissing)",
+    )
+
+    tagged = f"{sig_proxy.host}/{repo}/signed:v1"
+    rules = [Rule(fault=UNAVAILABLE, path=path, method=None) for path in SIGNATURE_PATHS]
+    sig_proxy.clear_records()
+    with sig_proxy.rules(*rules):
+        result = kitpin.create(pod("signed", namespace, tagged))
+        hits = sig_proxy.hits()
+    records = sig_proxy.records()
+    report = sig_proxy.log_tail()
+
+    message = denial_of(result, "pin-pods")
+    assert message.startswith(
+        "kitpin could not verify the signature of every ModelKit, so nothing was admitted: "
+        f"{WHERE}: cannot verify the signature of '{tagged}' for {display} rule "
+        "signatures.keys: SignatureUnavailable ("
+    ), f"{message}\n{report}"
+    assert f"{sig_proxy.host} failed with 503" in message, f"{message}\n{report}"
+    assert "signature storage is down" in message, message  # the registry's own words
+    assert not kitpin.exists("pod", "signed", namespace)
+    # the manifest itself resolved through the proxy; the signature lookups got the fault
+    manifest_path = f"/v2/{repo}/signed/manifests/v1"
+    assert any(r.path == manifest_path and r.status == 200 for r in records), report
+    assert hits[0] >= 1, report
+
+    created = kitpin.create(pod("signed", namespace, tagged))
+    assert created.ok, f"{created.stderr}\n{sig_proxy.log_tail()}"
+    assert at(created.obj, POD_ENV) == f"{tagged}@{digest}"
+    assert (pins(created.obj) or {})[POD_ENV]["signedBy"] == "release"
