@@ -66,6 +66,18 @@ class SignatureVerifier(Protocol):
         credential: types.Credential | None = None,
     ) -> signatures.Outcome: ...
 
+    def peek(
+        self,
+        ref: refs.Reference,
+        digest: str,
+        keys: signatures.KeySet,
+        *,
+        credential: types.Credential | None = None,
+    ) -> signatures.Outcome | None:
+        """The cached, fresh outcome, or None (then :meth:`verify`): synchronous, so a warm
+        review pays no deadline timer and no await."""
+        ...
+
 
 class KeySecrets(Protocol):
     """Reads one value of one Secret by name (``get``, never ``list``):
@@ -153,6 +165,13 @@ class Signing:
     ) -> signatures.Outcome:
         """The outcome of ``digest`` under one ``signatures`` block (see the module
         docstring), within ``timeout`` seconds; never raises for a registry or key failure."""
+        if rules.require != "all" and all(k.public_key is not None for k in rules.keys):
+            inline = tuple(k.public_key for k in rules.keys if k.public_key is not None)
+            cached = self.verifier.peek(
+                ref, digest, self._keyset(inline, rules), credential=credential
+            )
+            if cached is not None:  # the warm case: inline keys, a fresh outcome
+                return cached
         subject = f"{ref.canonical_name}@{digest}"
         try:
             async with asyncio.timeout(timeout):

@@ -101,6 +101,27 @@ class Verifier:
             name=f"kitpin-signatures-{ref.canonical_name}@{digest}",
         )
 
+    def peek(
+        self,
+        ref: refs.Reference,
+        digest: str,
+        keys: KeySet,
+        *,
+        credential: types.Credential | None = None,
+    ) -> Outcome | None:
+        """:meth:`verify` from the cache alone: the fresh outcome, or None. Synchronous."""
+        key: CacheKey = (
+            ref.canonical_name,
+            digest,
+            keys.fingerprint,
+            types.identity_of(credential),
+        )
+        cached = self._cache.get(key)
+        if cached is None or self._clock() >= cached[0]:
+            return None
+        self._cache.move_to_end(key)
+        return cached[1]
+
     def invalidate(self) -> None:
         """Forget every cached outcome (a policy's keys were edited in place, say)."""
         self._cache.clear()

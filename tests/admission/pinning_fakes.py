@@ -184,6 +184,16 @@ class FakeVerifier:
         self.calls: list[tuple[str, tuple[str, ...], Credential | None]] = []
         self.delay = 0.0
 
+    def peek(
+        self,
+        ref: refs.Reference,
+        digest: str,
+        keys: signatures.KeySet,
+        *,
+        credential: Credential | None = None,
+    ) -> signatures.Outcome | None:
+        return None  # no cache: every check is a recorded verify
+
     async def verify(
         self,
         ref: refs.Reference,

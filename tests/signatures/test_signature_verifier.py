@@ -509,3 +509,20 @@ async def test_an_unreadable_bundle_is_invalid(
     outcome = await verify(c, digest)
     assert isinstance(outcome, SignatureInvalid)
     assert says in outcome.problems[0]
+
+
+async def test_peek_answers_from_the_cache_only(env: Any) -> None:
+    store, c = env
+    digest = store.modelkit()
+    store.sign_legacy(digest, RELEASE)
+    clock = Clock()
+    verifier = Verifier(c, clock=clock)
+    assert verifier.peek(ref(), digest, KEYS) is None  # nothing cached: no lookup either
+    assert verifier.lookups == 0 and not store.requests
+    verified = await verifier.verify(ref(), digest, KEYS)
+    sent = len(store.requests)
+    assert verifier.peek(ref(), digest, KEYS) is verified
+    assert verifier.peek(ref(), digest, keyset(STRANGER)) is None  # another key set
+    assert len(store.requests) == sent
+    clock.now += verifier.ttl + 1
+    assert verifier.peek(ref(), digest, KEYS) is None  # expired
