@@ -314,7 +314,7 @@ class Server:
 def tear_down(
     servers: Sequence[Server],
     *,
-    registry: Registry,
+    registry: Registry | RegistryServer,
     cp: Any,
     started_cp: Callable[[], object],
     work: Path,
