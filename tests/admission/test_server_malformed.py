@@ -259,3 +259,19 @@ async def test_the_deepest_review_allowed_is_served_by_both_paths(
     )  # orjson stops at 254
     assert status == 200, text
     assert orjson.loads(text)["response"]["allowed"] is True
+
+
+def test_a_body_with_few_brackets_is_not_measured_for_depth() -> None:
+    """No document nests deeper than it has brackets: a caller's count at most MAX_DEPTH
+    spares the measurement, and a deeper review's count cannot be that low."""
+    data = reviews.review()
+    body = json.dumps(data).encode()
+    brackets = body.count(b"{") + body.count(b"[")
+    assert brackets <= server.MAX_DEPTH
+    assert server.review_problem(data, brackets=brackets) is None
+    data["request"]["object"]["spec"] = nested(server.MAX_DEPTH)
+    deep = json.dumps(data).encode()
+    count = deep.count(b"{") + deep.count(b"[")
+    assert count > server.MAX_DEPTH
+    problem = server.review_problem(data, brackets=count)
+    assert problem is not None and f"deeper than {server.MAX_DEPTH} levels" in problem
