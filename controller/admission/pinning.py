@@ -984,15 +984,16 @@ def _pod_spec(obj: Mapping[str, Any], settings: sites.SitesSettings) -> Mapping[
         return None
     if len(specs) == 1:
         return specs[0]
-    secrets: list[Any] = []
+    secrets: dict[str, Mapping[str, Any]] = {}  # by name: linear in what the object lists
     account: Any = None
     for spec in specs:
-        for entry in spec.get("imagePullSecrets") or ():
-            if entry not in secrets:
-                secrets.append(entry)
+        entries = spec.get("imagePullSecrets")
+        for entry in entries if isinstance(entries, list) else ():
+            if isinstance(entry, Mapping) and isinstance(entry.get("name"), str):
+                secrets.setdefault(entry["name"], entry)
         if account is None and spec.get("serviceAccountName"):
             account = spec.get("serviceAccountName")
-    folded: dict[str, Any] = {"imagePullSecrets": secrets}
+    folded: dict[str, Any] = {"imagePullSecrets": list(secrets.values())}
     if account is not None:
         folded["serviceAccountName"] = account
     return folded

@@ -248,3 +248,16 @@ async def test_a_resource_without_pod_specs_falls_back_to_central_credentials_on
     eng = pinning.Engine(FakeResolver(), credentials=credentials)
     await eng.mutate(review(obj))
     assert credentials.pod_specs == [None]
+
+
+async def test_folded_pull_secrets_are_deduplicated_by_name_and_junk_is_dropped() -> None:
+    obj = lws()
+    templates = obj["spec"]["leaderWorkerTemplate"]
+    many = [{"name": f"s{i % 50}"} for i in range(5_000)]
+    templates["leaderTemplate"]["spec"]["imagePullSecrets"] = [*many, "junk", {"name": 3}]
+    templates["workerTemplate"]["spec"]["imagePullSecrets"] = many
+    credentials = RecordingCredentials()
+    await pinning.Engine(FakeResolver(), credentials=credentials).mutate(review(obj))
+    (spec,) = credentials.pod_specs
+    assert spec is not None
+    assert spec["imagePullSecrets"] == [{"name": f"s{i}"} for i in range(50)]
