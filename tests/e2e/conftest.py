@@ -17,9 +17,9 @@ Admission (``kitpin``):
   (plain HTTP, no auth; only the registry-down tests stop and restart it, through
   :meth:`Registries.flaky_down`).
 - ``crds`` (session): kitpin's policy CRDs (``deploy/crds/``, as a real install has them) and
-  the CRDs in ``tests/e2e/crds/`` (subsets of KServe's ``InferenceService`` v1beta1 and
-  ``LLMInferenceService``, LeaderWorkerSet and KubeRay's RayService, shipped defaults of
-  kitpin's sites; and ``ModelDeployment``, kind of the extra site in the settings), installed
+  the CRDs in ``tests/e2e/crds/`` (subsets of KServe's ``InferenceService`` v1beta1 and of
+  every kind kitpin ships a default site for, ``controller/sites/defaults.py``; and
+  ``ModelDeployment``, kind of the extra site in the settings), installed
   and Established *before* kitpin starts: kopf discovers resources at start-up.
 - ``kitpin`` (``kitpin_server`` is module-scoped, so its cluster-wide webhooks never outlive
   the module that uses them; checked alive per test): the real ``kitpin run --dev``
@@ -395,6 +395,20 @@ def cronjob(name: str, namespace: str, ref: str) -> dict[str, Any]:
                 }
             },
         },
+    }
+
+
+def pull_secret(name: str, namespace: str, host: str) -> dict[str, Any]:
+    """A ``kubernetes.io/dockerconfigjson`` Secret for :data:`PRIVATE_USER` at ``host``."""
+    user, password = PRIVATE_USER
+    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+    config = json.dumps({"auths": {host: {"auth": auth}}}).encode()
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/dockerconfigjson",
+        "metadata": {"name": name, "namespace": namespace},
+        "data": {".dockerconfigjson": base64.b64encode(config).decode()},
     }
 
 

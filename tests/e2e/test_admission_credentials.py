@@ -4,8 +4,6 @@ another namespace (the confused-deputy rule)."""
 
 from __future__ import annotations
 
-import base64
-import json
 from typing import Any
 
 import pytest
@@ -24,23 +22,11 @@ from tests.e2e.conftest import (
     pinned_ref,
     pins,
     pod,
+    pull_secret,
     ref_to,
 )
 
 pytestmark = pytest.mark.e2e
-
-
-def _pull_secret(name: str, namespace: str, host: str) -> dict[str, Any]:
-    user, password = PRIVATE_USER
-    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
-    config = json.dumps({"auths": {host: {"auth": auth}}}).encode()
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "type": "kubernetes.io/dockerconfigjson",
-        "metadata": {"name": name, "namespace": namespace},
-        "data": {".dockerconfigjson": base64.b64encode(config).decode()},
-    }
 
 
 def _assert_unauthorized(message: str, host: str, tagged: str) -> None:
@@ -50,7 +36,7 @@ def _assert_unauthorized(message: str, host: str, tagged: str) -> None:
     assert f"add a pull secret for {host} to the namespace (imagePullSecrets)" in message
 
 
-def test_private_repo_pins_with_the_pods_pull_secret(
+def test_private_repo_pins_with_the_podspull_secret(
     kitpin: Kitpin, namespace: str, repo: str
 ) -> None:
     registry = kitpin.registries.private
@@ -61,7 +47,7 @@ def test_private_repo_pins_with_the_pods_pull_secret(
     assert not anonymous.ok
     _assert_unauthorized(anonymous.stderr, registry.host, tagged)
 
-    assert kitpin.create(_pull_secret("regcred", namespace, registry.host)).ok
+    assert kitpin.create(pull_secret("regcred", namespace, registry.host)).ok
     created = kitpin.create(
         pod("with-secret", namespace, tagged, imagePullSecrets=[{"name": "regcred"}])
     )
@@ -72,14 +58,14 @@ def test_private_repo_pins_with_the_pods_pull_secret(
     assert (pins(stored) or {})[POD_ENV]["digest"] == digest
 
 
-def test_private_repo_pins_with_the_service_accounts_pull_secret(
+def test_private_repo_pins_with_the_service_accountspull_secret(
     kitpin: Kitpin, namespace: str, repo: str
 ) -> None:
     registry = kitpin.registries.private
     digest = modelkit.push_modelkit(registry, repo, "production", auth=PRIVATE_USER)
     tagged = ref_to(registry, repo, "production")
     pinned = pinned_ref(registry, repo, "production", digest)
-    assert kitpin.create(_pull_secret("sa-regcred", namespace, registry.host)).ok
+    assert kitpin.create(pull_secret("sa-regcred", namespace, registry.host)).ok
     service_account = {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
@@ -116,7 +102,7 @@ def test_pull_secret_name_from_another_namespace_is_not_used(
     digest = modelkit.push_modelkit(registry, repo, "production", auth=PRIVATE_USER)
     tagged = ref_to(registry, repo, "production")
     team_a, team_b = new_namespace("a"), new_namespace("b")
-    assert kitpin.create(_pull_secret("regcred", team_a, registry.host)).ok
+    assert kitpin.create(pull_secret("regcred", team_a, registry.host)).ok
     # Team A resolves first, so kitpin has the digest cached for team A's credential.
     owner = kitpin.create(pod("model", team_a, tagged, imagePullSecrets=[{"name": "regcred"}]))
     assert owner.ok, owner.stderr

@@ -55,6 +55,7 @@ from tests.e2e.conftest import (
     at,
     pinned_ref,
     pod,
+    pull_secret,
     ref_to,
 )
 
@@ -203,19 +204,6 @@ def stranger(tmp_path: Path) -> pki.CertFiles:
 # --------------------------------------------------------------------------- helpers
 
 
-def _pull_secret(name: str, namespace: str, host: str) -> dict[str, Any]:
-    user, password = PRIVATE_USER
-    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
-    config = json.dumps({"auths": {host: {"auth": auth}}}).encode()
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "type": "kubernetes.io/dockerconfigjson",
-        "metadata": {"name": name, "namespace": namespace},
-        "data": {".dockerconfigjson": base64.b64encode(config).decode()},
-    }
-
-
 def _secret_reads(cp: ControlPlane, namespace: str) -> list[str]:
     """The Secrets kitpin (the admin user, in --dev) read in ``namespace``, per the audit log."""
     return [
@@ -283,7 +271,7 @@ def test_the_apiserver_with_its_certificate_gets_a_pod_pinned(
 ) -> None:
     registry = kitpin.registries.private
     digest = modelkit.push_modelkit(registry, repo, "production", auth=PRIVATE_USER)
-    assert kitpin.create(_pull_secret("regcred", namespace, registry.host)).ok
+    assert kitpin.create(pull_secret("regcred", namespace, registry.host)).ok
     created = kitpin.create(
         pod(
             "private",
@@ -308,7 +296,7 @@ def test_a_direct_review_without_the_apiservers_certificate_is_refused_and_reads
     team_b = new_namespace("team-b")
     registry = kitpin.registries.private
     modelkit.push_modelkit(registry, repo, "production", auth=PRIVATE_USER)
-    assert kitpin.create(_pull_secret("team-b-regcred", team_b, registry.host)).ok
+    assert kitpin.create(pull_secret("team-b-regcred", team_b, registry.host)).ok
     target = pod(
         "forged",
         team_b,
