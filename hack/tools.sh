@@ -114,6 +114,35 @@ build_cosign() {
   rm -rf "$out" && mv "$out.tmp" "$out"
 }
 
+# helm: as build_simple, with the ldflags helm's own release build sets (its Makefile): its
+# version, and the Kubernetes version of the client-go it is built with. Without the latter
+# helm assumes Kubernetes v1.20 when no cluster is asked (`helm template`, `helm lint`), below
+# the chart's kubeVersion. The directory name says so: a helm cached from the plain build is
+# never reused.
+build_helm() {
+  local v=$HELM_VERSION out="$cache/helm-release-$HELM_VERSION"
+  local pkg=helm.sh/helm/v3/cmd/helm
+  if have helm "$out"; then return; fi
+  log "building helm $v"
+  local work; work=$(mktemp -d); trap 'rm -rf "$work"' RETURN
+  wrapper_module "$work"
+  (
+    cd "$work"
+    go get "$pkg@$v" >/dev/null 2>&1 || go get "$pkg@$v"
+    # client-go vA.B.C is Kubernetes v(A+1).B, as helm's Makefile computes it
+    local client_go major minor
+    client_go=$(go list -f '{{.Version}}' -m k8s.io/client-go); client_go=${client_go#v}
+    major=$(( ${client_go%%.*} + 1 )); minor=${client_go#*.}; minor=${minor%%.*}
+    local x=helm.sh/helm/v3
+    mkdir -p "$out.tmp"
+    go build -trimpath -o "$out.tmp/helm" -ldflags "-s -w \
+      -X $x/internal/version.version=$v -X $x/internal/version.gitTreeState=clean \
+      -X $x/pkg/lint/rules.k8sVersionMajor=$major -X $x/pkg/lint/rules.k8sVersionMinor=$minor \
+      -X $x/pkg/chartutil.k8sVersionMajor=$major -X $x/pkg/chartutil.k8sVersionMinor=$minor" "$pkg"
+  )
+  rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
 # HAProxy (the load balancer of the two-replica e2e test) comes from the distribution, not
 # from Go. When it is missing and we are root, Debian's package is installed (`apt-get update`
 # once, then the install); when it is present, nothing runs and nothing is printed. Otherwise
@@ -188,7 +217,7 @@ mkdir -p "$cache"
 start=$(date +%s)
 build_simple etcd "$ETCD_VERSION" etcd go.etcd.io/etcd/server/v3
 build_simple registry "$DISTRIBUTION_VERSION" registry github.com/distribution/distribution/v3/cmd/registry
-build_simple helm "$HELM_VERSION" helm helm.sh/helm/v3/cmd/helm
+build_helm
 build_cosign
 if [ "$node" = 1 ]; then
   build_kubernetes kube-apiserver kube-controller-manager kubectl kube-scheduler kubelet

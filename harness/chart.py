@@ -30,8 +30,8 @@ def helm() -> Path:
 
 
 def kube_version() -> str:
-    """The pinned Kubernetes version. A helm built without version ldflags assumes v1.20
-    for ``helm template``, below the chart's ``kubeVersion``: pass the real one."""
+    """The pinned Kubernetes version: what the tests render for (``--kube-version``), the
+    apiserver's, not the version of helm's own client-go (its default without a cluster)."""
     return tools.versions()["KUBERNETES_VERSION"]
 
 

@@ -30,7 +30,7 @@ BINARIES: dict[str, tuple[str, str]] = {
     "kubectl": ("kubernetes", "KUBERNETES_VERSION"),
     "etcd": ("etcd", "ETCD_VERSION"),
     "registry": ("registry", "DISTRIBUTION_VERSION"),
-    "helm": ("helm", "HELM_VERSION"),
+    "helm": ("helm-release", "HELM_VERSION"),  # hack/tools.sh build_helm
 }
 
 

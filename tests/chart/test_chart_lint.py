@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from harness import chart as render
+from harness import tools
 
 pytestmark = pytest.mark.integration
 
@@ -70,3 +71,16 @@ def test_lint_is_clean(values: dict[str, Any]) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "[WARNING]" not in result.stdout and "[ERROR]" not in result.stdout, result.stdout
     assert "1 chart(s) linted, 0 chart(s) failed" in result.stdout
+
+
+def test_plain_helm_template_renders_without_a_kube_version() -> None:
+    """The pinned helm carries the Kubernetes version of its client-go, as helm's release
+    build stamps it (hack/tools.sh build_helm): ``helm template`` with no cluster and no
+    ``--kube-version`` meets the chart's ``kubeVersion``."""
+    version = render.run_helm(["version", "--template", "{{.Version}}"])
+    assert version.stdout.strip() == tools.versions()["HELM_VERSION"], version.stderr
+
+    result = render.run_helm(["template", "kitpin", str(render.CHART_DIR)])
+
+    assert result.returncode == 0, result.stderr
+    assert any(d.get("kind") == "Deployment" for d in result.docs)
