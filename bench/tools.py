@@ -7,10 +7,15 @@
 - ``vegeta`` (Go module ``github.com/tsenart/vegeta/v12``): open-loop fixed-rate runs (wrk 4.x
   has no ``-R``; wrk2 is not packaged). Built with the local Go toolchain into the same cache
   as the project's other Go tools, ``<cache>/vegeta-<version>/vegeta``, and reused when there.
+- ``kyverno`` (Go module ``github.com/kyverno/kyverno``, ``KYVERNO_VERSION`` in hack/tools.env):
+  the side-by-side peer (bench/kyverno.py), built by ``hack/tools.sh kyverno`` into
+  ``<cache>/kyverno-<version>/kyverno``; its CRDs are read from the same module in Go's module
+  cache (``go mod download``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -88,3 +93,46 @@ def wrk_version(path: Path) -> str:
     result = subprocess.run([str(path), "--version"], capture_output=True, text=True, check=False)
     first = (result.stdout + result.stderr).strip().splitlines()
     return first[0].split(" [")[0] if first else "wrk"
+
+
+KYVERNO_MODULE = "github.com/kyverno/kyverno"
+
+
+def kyverno_version() -> str:
+    return harness_tools.versions()["KYVERNO_VERSION"]
+
+
+def kyverno() -> Path:
+    """The path of Kyverno's admission controller, built by ``hack/tools.sh kyverno`` (several
+    minutes cold) when missing."""
+    binary = harness_tools.cache_dir() / f"kyverno-{kyverno_version()}" / "kyverno"
+    if binary.is_file() and os.access(binary, os.X_OK):
+        return binary
+    _log(f"building kyverno {kyverno_version()} (hack/tools.sh kyverno, several minutes cold)")
+    subprocess.run(["bash", str(harness_tools.TOOLS_SH), "kyverno"], check=True)
+    if not binary.is_file():
+        raise HarnessError(f"hack/tools.sh kyverno ran but {binary} is not there")
+    return binary
+
+
+def kyverno_crds() -> list[Path]:
+    """The directories of Kyverno's CRDs (plain YAML, ``config/crds/...``) in its module."""
+    env = dict(os.environ, GOFLAGS="-mod=mod")
+    env.setdefault("GOTOOLCHAIN", "local")
+    with tempfile.TemporaryDirectory(prefix="kitpin-kyverno-mod-") as work:
+        done = subprocess.run(
+            ["go", "mod", "download", "-json", f"{KYVERNO_MODULE}@{kyverno_version()}"],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    if done.returncode != 0:
+        raise HarnessError(f"go mod download of {KYVERNO_MODULE} failed:\n{done.stderr}")
+    root = Path(json.loads(done.stdout)["Dir"]) / "config" / "crds"
+    dirs = [root / d for d in ("kyverno", "policies.kyverno.io", "reports", "policyreport")]
+    missing = [str(d) for d in dirs if not d.is_dir()]
+    if missing:
+        raise HarnessError(f"Kyverno's module has no CRD directory {', '.join(missing)}")
+    return dirs

@@ -5,6 +5,8 @@
 #                            the tools directory
 #   hack/tools.sh dir        print the directory only (nothing is built)
 #   hack/tools.sh haproxy    only install HAProxy (Debian's package) if it is missing
+#   hack/tools.sh kyverno    only Kyverno's admission controller, for the side-by-side
+#                            benchmark (bench/kyverno.py); never built for the tests
 #   hack/tools.sh node       what `NODE=1` needs besides the default tools (docs/node.md):
 #                            kubelet and kube-scheduler (same Kubernetes version as the
 #                            apiserver), and containerd, runc, busybox-static and
@@ -143,6 +145,39 @@ build_helm() {
   rm -rf "$out" && mv "$out.tmp" "$out"
 }
 
+# Kyverno's admission controller (bench/kyverno.py only; never part of `make test`), built as
+# its Makefile builds it (CGO off, its version stamped), in a wrapper module that carries
+# Kyverno's own `replace` directives (read from its go.mod: a `go get` of a module ignores
+# them, and v1.19 builds only with its fork of k8s.io/pod-security-admission).
+build_kyverno() {
+  local v=$KYVERNO_VERSION out="$cache/kyverno-$KYVERNO_VERSION"
+  local module=github.com/kyverno/kyverno pkg=github.com/kyverno/kyverno/cmd/kyverno
+  if have kyverno "$out"; then return; fi
+  log "building kyverno $v (several minutes cold)"
+  local work; work=$(mktemp -d); trap 'rm -rf "$work"' RETURN
+  wrapper_module "$work"
+  (
+    cd "$work"
+    local gomod
+    gomod=$(go mod download -json "$module@$v" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
+    python3 - "$gomod" >> go.mod <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+single = re.findall(r"^replace\s+(\S+(?:\s+v\S+)?\s+=>\s+.+)$", text, re.M)
+blocks = re.findall(r"^replace\s*\((.*?)^\)", text, re.M | re.S)
+lines = single + [l.strip() for b in blocks for l in b.splitlines() if "=>" in l]
+print("\n".join(f"replace {l}" for l in lines))
+PY
+    go get "$module@$v" >/dev/null 2>&1 || go get "$module@$v"
+    printf '//go:build tools\n\npackage tools\n\nimport _ "%s"\n' "$pkg" > tools.go
+    go mod tidy >/dev/null 2>&1 || go mod tidy
+    mkdir -p "$out.tmp"
+    go build -trimpath -o "$out.tmp/kyverno" \
+      -ldflags "-s -w -X $module/pkg/version.BuildVersion=$v" "$pkg"
+  )
+  rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
 # HAProxy (the load balancer of the two-replica e2e test) comes from the distribution, not
 # from Go. When it is missing and we are root, Debian's package is installed (`apt-get update`
 # once, then the install); when it is present, nothing runs and nothing is printed. Otherwise
@@ -209,7 +244,10 @@ case "${1:-build}" in
   haproxy) ensure_haproxy; exit $? ;;
   build) ensure_haproxy ;;
   node) node=1; ensure_haproxy; ensure_node_packages ;;
-  *) echo "usage: hack/tools.sh [build|dir|haproxy|node]" >&2; exit 2 ;;
+  kyverno)
+    command -v go >/dev/null || { echo "tools: Go is required to build kyverno" >&2; exit 1; }
+    mkdir -p "$cache"; build_kyverno; echo "$cache/kyverno-$KYVERNO_VERSION"; exit 0 ;;
+  *) echo "usage: hack/tools.sh [build|dir|haproxy|node|kyverno]" >&2; exit 2 ;;
 esac
 
 command -v go >/dev/null || { echo "tools: Go is required to build the tools (or set KITPIN_TOOLS_DIR)" >&2; exit 1; }
