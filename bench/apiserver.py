@@ -10,6 +10,13 @@ The webhook configurations are the ones ``kitpin run --dev`` had kopf create
 objects; "with" re-creates them exactly as saved. After each switch a probe Pod is created
 until the apiserver's webhook informer shows the new state (pinned annotation present or
 absent), so no round straddles the switch.
+
+A webhook that manages its own configurations (Kyverno, bench/kyverno.py) cannot be deleted
+and re-created like this: its controller puts them back. It is a *selected* mode
+(:class:`Selected`): its configurations stay registered throughout, its webhooks select only
+namespaces with its label (its own ``namespaceSelector`` setting), and only that mode's rounds
+create their namespaces with the label. Every mode pays for the apiserver checking that
+selector; only the selected mode's Pods are sent to it.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import ssl
 import statistics
 import time
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +43,16 @@ ADMISSION = "/apis/admissionregistration.k8s.io/v1"
 KINDS = ("mutatingwebhookconfigurations", "validatingwebhookconfigurations")
 PINNED = "kitpin.dev/pinned"
 NOOP_ANNOTATION = "bench.kitpin.dev/noop"
-Mode = str  # "without" | "with" | "noop"
+Mode = str  # "without" | "with" | "noop" | a selected mode
+
+
+@dataclass(frozen=True, kw_only=True)
+class Selected:
+    """A mode whose webhooks are always registered and select namespaces by ``labels``."""
+
+    labels: Mapping[str, str]
+    admitted: Callable[[dict[str, Any]], bool]
+    """True when a created Pod shows this webhook's work (and not kitpin's or the no-op's)."""
 
 
 @dataclass(kw_only=True)
@@ -50,18 +66,21 @@ class Outcome:
     """CPU seconds each component used per measured round, with the webhooks."""
     cpu_without_s: dict[str, list[float]] = field(default_factory=dict)
     cpu_noop_s: dict[str, list[float]] = field(default_factory=dict)
+    selected_s: dict[Mode, list[float]] = field(default_factory=dict)
+    """Seconds per measured round of each selected mode."""
+    cpu_selected_s: dict[Mode, dict[str, list[float]]] = field(default_factory=dict)
 
     def seconds(self, mode: Mode) -> list[float]:
-        return {
+        fixed = {
             "with": self.with_webhook_s,
             "without": self.without_webhook_s,
             "noop": self.noop_webhook_s,
-        }[mode]
+        }
+        return fixed[mode] if mode in fixed else self.selected_s.setdefault(mode, [])
 
     def cpu(self, mode: Mode) -> dict[str, list[float]]:
-        return {"with": self.cpu_with_s, "without": self.cpu_without_s, "noop": self.cpu_noop_s}[
-            mode
-        ]
+        fixed = {"with": self.cpu_with_s, "without": self.cpu_without_s, "noop": self.cpu_noop_s}
+        return fixed[mode] if mode in fixed else self.cpu_selected_s.setdefault(mode, {})
 
     def cpu_ms_per_pod(self, runs: dict[str, list[float]]) -> dict[str, float]:
         return {k: round(statistics.median(v) / self.pods * 1e3, 3) for k, v in runs.items()}
@@ -78,6 +97,14 @@ class Outcome:
                 "noop_ratio": round(n / wo, 3),
                 "noop_webhook_runs_s": [round(x, 3) for x in self.noop_webhook_s],
                 "cpu_ms_per_pod_noop": self.cpu_ms_per_pod(self.cpu_noop_s),
+            }
+        for mode, runs in self.selected_s.items():
+            m = statistics.median(runs)
+            floor |= {
+                f"{mode}_webhook_s": round(m, 3),
+                f"{mode}_ratio": round(m / wo, 3),
+                f"{mode}_webhook_runs_s": [round(x, 3) for x in runs],
+                f"cpu_ms_per_pod_{mode}": self.cpu_ms_per_pod(self.cpu_selected_s.get(mode, {})),
             }
         return {
             "pods": self.pods,
@@ -123,8 +150,11 @@ class Api:
             text = await r.text()
             return r.status, (json.loads(text) if text else None)
 
-    async def ensure_namespace(self, name: str) -> None:
-        status, body = await self.call("POST", "/api/v1/namespaces", {"metadata": {"name": name}})
+    async def ensure_namespace(self, name: str, labels: Mapping[str, str] | None = None) -> None:
+        meta: dict[str, Any] = {"name": name}
+        if labels:
+            meta["labels"] = dict(labels)
+        status, body = await self.call("POST", "/api/v1/namespaces", {"metadata": meta})
         if status not in (201, 409):
             raise RuntimeError(f"creating namespace {name}: {status} {body}")
         deadline = time.monotonic() + 30
@@ -179,9 +209,11 @@ async def _switch(
     probe_ns: str,
     pod: dict[str, Any],
     counter: list[int],
+    selected: Mapping[Mode, Selected],
 ) -> None:
-    """Register the configurations of ``mode`` (none for ``without``), then create probe Pods
-    until three in a row show that the apiserver uses them."""
+    """Register the configurations of ``mode`` (none for ``without`` or a selected mode),
+    then create probe Pods (in the selected mode's labelled namespace for one) until three in
+    a row show that the apiserver uses them."""
     any_saved = next(iter(configs.values()))
     for kind, body in any_saved.items():
         name = body["metadata"]["name"]
@@ -192,6 +224,9 @@ async def _switch(
         status, answer = await api.call("POST", f"{ADMISSION}/{kind}", body)
         if status != 201:
             raise RuntimeError(f"creating {kind}/{body['metadata']['name']}: {answer}")
+    if mode in selected:
+        probe_ns = f"{probe_ns}-{mode}"
+        await api.ensure_namespace(probe_ns, selected[mode].labels)
     deadline = time.monotonic() + 30
     streak = 0
     while time.monotonic() < deadline:
@@ -199,26 +234,36 @@ async def _switch(
         probe = copy.deepcopy(pod)
         probe["metadata"]["name"] = f"probe-{counter[0]}"
         created = await api.create_pod(probe_ns, probe)
-        streak = streak + 1 if _mode_of(created) == mode else 0
+        streak = streak + 1 if _mode_of(created, selected) == mode else 0
         if streak >= 3:
             return
         await asyncio.sleep(0.05)
     raise RuntimeError(f"the apiserver did not switch to webhooks {mode!r} within 30 s")
 
 
-def _mode_of(created: dict[str, Any]) -> Mode:
+def _mode_of(created: dict[str, Any], selected: Mapping[Mode, Selected]) -> Mode:
     annotations = created["metadata"].get("annotations") or {}
     if PINNED in annotations:
         return "with"
     if NOOP_ANNOTATION in annotations:
         return "noop"
+    for mode, how in selected.items():
+        if how.admitted(created):
+            return mode
     return "without"
 
 
 async def _round(
-    api: Api, namespace: str, pod: dict[str, Any], n: int, concurrency: int, *, mode: Mode
+    api: Api,
+    namespace: str,
+    pod: dict[str, Any],
+    n: int,
+    concurrency: int,
+    *,
+    mode: Mode,
+    selected: Mapping[Mode, Selected],
 ) -> float:
-    await api.ensure_namespace(namespace)
+    await api.ensure_namespace(namespace, selected[mode].labels if mode in selected else None)
     gate = asyncio.Semaphore(concurrency)
     bodies = []
     for i in range(n):
@@ -230,7 +275,7 @@ async def _round(
     async def one(body: dict[str, Any]) -> Mode:
         async with gate:
             created = await api.create_pod(namespace, body)
-        return _mode_of(created)
+        return _mode_of(created, selected)
 
     started = time.perf_counter()
     modes = await asyncio.gather(*(one(b) for b in bodies))
@@ -253,10 +298,13 @@ async def measure(
     config_name: str,
     processes: dict[str, int] | None = None,
     noop: tuple[str, bytes] | None = None,
+    selected: Mapping[Mode, Selected] | None = None,
 ) -> Outcome:
     """``rounds`` alternating pairs (without, with) after one unmeasured warm-up pair.
     ``processes`` (name -> pid): whose CPU time to account per round. ``noop``: (base URL, CA
-    PEM) of the no-op responder, to add the ``noop`` mode to every round."""
+    PEM) of the no-op responder, to add the ``noop`` mode to every round. ``selected``: more
+    modes, each a webhook that keeps its own configurations (:class:`Selected`)."""
+    chosen = dict(selected or {})
     pids = dict(processes or {})
     pod = creatable(reviews.pod("x", "x", references))
     outcome = Outcome(pods=pods, concurrency=min(concurrency, pods))
@@ -270,17 +318,25 @@ async def measure(
         configs: dict[Mode, dict[str, dict[str, Any]]] = {"with": saved}
         if noop is not None:
             configs["noop"] = _pointed_at(saved, *noop)
-        modes = ["without", *configs]
+        modes = ["without", *configs, *chosen]
         counter = [0]
         try:
             for r in range(rounds + 1):
                 for mode in modes:
                     await _switch(
-                        api, configs, mode=mode, probe_ns=probe_ns, pod=pod, counter=counter
+                        api,
+                        configs,
+                        mode=mode,
+                        probe_ns=probe_ns,
+                        pod=pod,
+                        counter=counter,
+                        selected=chosen,
                     )
                     ns = f"bench-{run_id}-{mode}-{r}"
                     cpu0 = {k: env.cpu_seconds(pid) for k, pid in pids.items()}
-                    seconds = await _round(api, ns, pod, pods, concurrency, mode=mode)
+                    seconds = await _round(
+                        api, ns, pod, pods, concurrency, mode=mode, selected=chosen
+                    )
                     cpu = {k: env.cpu_seconds(pid) - cpu0[k] for k, pid in pids.items()}
                     if r == 0:
                         continue  # warm-up: connections, caches, the apiserver's own
@@ -288,5 +344,13 @@ async def measure(
                     for k, used in cpu.items():
                         outcome.cpu(mode).setdefault(k, []).append(used)
         finally:
-            await _switch(api, configs, mode="with", probe_ns=probe_ns, pod=pod, counter=counter)
+            await _switch(
+                api,
+                configs,
+                mode="with",
+                probe_ns=probe_ns,
+                pod=pod,
+                counter=counter,
+                selected=chosen,
+            )
     return outcome

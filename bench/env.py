@@ -10,6 +10,7 @@ and ModelKits packed and pushed exactly as ``kit pack`` + ``kit push`` write the
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import os
 import re
@@ -41,9 +42,14 @@ def log(message: str) -> None:
 
 
 class Registry:
-    """A token-auth distribution registry and its issuer; counts requests at both."""
+    """A token-auth distribution registry and its issuer; counts requests at both.
 
-    def __init__(self, workdir: Path) -> None:
+    ``realm_host``: the host the registry names in its token realm (the issuer listens on
+    loopback either way). ``localhost`` for a peer whose registry client refuses a realm at a
+    loopback IP that is not the registry's own (Kyverno's go-containerregistry, an SSRF guard):
+    the issuer's certificate names both."""
+
+    def __init__(self, workdir: Path, *, realm_host: str = "127.0.0.1") -> None:
         self.issuer = TokenIssuer(
             users=dict([PUSH_USER]),
             public=["bench/*"],
@@ -53,13 +59,19 @@ class Registry:
         )
         self.server: RegistryServer | None = None
         self.workdir = workdir
+        self.realm_host = realm_host
 
     def start(self) -> Registry:
         self.issuer.start()
-        self.server = RegistryServer(
-            workdir=self.workdir / "registry", token=self.issuer.registry_auth()
-        ).start()
+        auth = self.issuer.registry_auth()
+        auth = dataclasses.replace(auth, realm=f"https://{self.issuer_host}/token")
+        self.server = RegistryServer(workdir=self.workdir / "registry", token=auth).start()
         return self
+
+    @property
+    def issuer_host(self) -> str:
+        """The issuer as the realm names it (``realm_host:port``)."""
+        return f"{self.realm_host}:{self.issuer.port}"
 
     def stop(self) -> None:
         if self.server is not None:
@@ -193,7 +205,7 @@ class Registry:
         doc = {
             "registries": {
                 self.host: {"plainHTTP": True},
-                self.issuer.host: {"caFile": str(self.issuer.ca_file)},
+                self.issuer_host: {"caFile": str(self.issuer.ca_file)},
             }
         }
         path.write_text(json.dumps(doc, indent=2))
