@@ -199,3 +199,10 @@ def test_names_follow_the_release(default_docs: list[dict[str, Any]]) -> None:
         if d["kind"] not in ("ClusterRole", "ClusterRoleBinding") and "Webhook" not in d["kind"]
     ]
     assert all(d["metadata"]["namespace"] == "kitpin" for d in namespaced)
+
+
+def test_host_network_is_opt_in() -> None:
+    assert "hostNetwork" not in _pod(render.render())
+    pod = _pod(render.render({"hostNetwork": True}))
+    assert pod["hostNetwork"] is True
+    assert pod["dnsPolicy"] == "ClusterFirstWithHostNet"  # Services still resolve
