@@ -9,9 +9,9 @@
 #                            benchmark (bench/kyverno.py); never built for the tests
 #   hack/tools.sh node       what `NODE=1` needs besides the default tools (docs/node.md):
 #                            kubelet and kube-scheduler (same Kubernetes version as the
-#                            apiserver), and containerd, runc, busybox-static and
-#                            containernetworking-plugins from Debian if missing; the default
-#                            build builds neither
+#                            apiserver), and containerd, runc, busybox-static,
+#                            containernetworking-plugins and mmdebstrap from Debian if
+#                            missing; the default build builds neither
 #
 # Layout: $KITPIN_TOOLS_CACHE/<tool>-<version>/<binary>; a build is reused when present.
 # KITPIN_TOOLS_DIR (a directory holding the binaries, e.g. envtest's) skips the build
@@ -210,6 +210,7 @@ node_packages_missing() {
   PATH="$PATH:/usr/sbin:/usr/local/sbin" command -v runc >/dev/null || missing+=(runc)
   dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
   [ -x /usr/lib/cni/loopback ] || missing+=(containernetworking-plugins)
+  command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)  # kitpin's image (harness/kitpin_image.py)
   echo "${missing[@]}"
 }
 ensure_node_packages() {

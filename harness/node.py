@@ -26,6 +26,15 @@ reaches the kubelet (logs, exec) on loopback and nowhere else. There is no CNI n
 CNI configuration is a loopback-only one (so containerd reports its network ready), and
 the Pods to run use ``hostNetwork: true`` (they reach the registry on 127.0.0.1).
 
+A Service cannot reach such a Pod: Endpoints and EndpointSlices refuse loopback addresses,
+and the Pod's address is the node's. ``Node(address=SERVICE_ADDRESS)`` gives the node a second
+address for that, on the loopback *interface*: the harness adds ``<address>/32`` to ``lo`` (and
+removes it at stop), the kubelet takes it as ``--node-ip``, so a host-network Pod's IP, and
+the endpoint of its Service, is that address, and every packet to it is delivered locally on
+``lo``, never routed. The apiserver resolves a Service to its endpoint
+(``--enable-aggregator-routing``: there is no kube-proxy to route a cluster IP), so admission
+webhooks reach a Pod through its Service.
+
 Identity and trust:
 
 - the kubelet's client certificate (``system:node:127.0.0.1``, group ``system:nodes``) and
@@ -93,7 +102,11 @@ from harness import images, pki, procs, tools
 from harness.controlplane import ControlPlane, write_kubeconfig
 
 NODE_NAME = "127.0.0.1"
-"""The node's name and, through ``--hostname-override``, its only address."""
+"""The node's name and, through ``--hostname-override``, its address (the apiserver reaches
+the kubelet there)."""
+SERVICE_ADDRESS = "198.18.0.10"
+"""The node's second address with ``Node(address=...)``, on the loopback interface: from the
+benchmarking range (RFC 2544, 198.18.0.0/15), which no network here uses."""
 KUBELET_CLIENT_USER = "kube-apiserver-kubelet-client"
 """The CN of the certificate the apiserver presents to the kubelet."""
 SCHEDULER_USER = "system:kube-scheduler"
@@ -149,6 +162,8 @@ def _missing() -> list[str]:
         missing.append(str(images.BUSYBOX))
     if not (CNI_BIN_DIR / "loopback").is_file():
         missing.append(str(CNI_BIN_DIR / "loopback"))
+    if shutil.which("mmdebstrap") is None:  # kitpin's image (harness/kitpin_image.py)
+        missing.append("mmdebstrap")
     return missing
 
 
@@ -344,9 +359,12 @@ class Node:
         *,
         log_dir: Path | str | None = None,
         timeout: float = READY_TIMEOUT,
+        address: str | None = None,
     ) -> None:
         """``run_dir``: the node's state (a fresh short temp dir, removed by ``stop()``, if
-        None; unix socket paths must stay short). ``log_dir``: default ``<run dir>/logs``."""
+        None; unix socket paths must stay short). ``log_dir``: default ``<run dir>/logs``.
+        ``address``: an IPv4 address the node adds to ``lo`` and reports as its InternalIP
+        (:data:`SERVICE_ADDRESS`), so that Services reach its Pods; None: none."""
         self._own_run_dir = run_dir is None
         self.run_dir = Path(run_dir or tempfile.mkdtemp(prefix="kitpin-node-")).resolve()
         self.layout = Layout(run_dir=self.run_dir)
@@ -361,6 +379,7 @@ class Node:
         self.startup_seconds: dict[str, float] = {}
         """Seconds each phase of ``start()`` took."""
         self._node_ca: pki.CA | None = None
+        self.address = address
 
     @property
     def processes(self) -> list[procs.Process]:
@@ -382,11 +401,15 @@ class Node:
                 self.layout.pki, "apiserver-kubelet-client"
             )
         p = self.layout.pki
-        return [
+        flags = [
             f"--kubelet-certificate-authority={p / 'node-ca.crt'}",
             f"--kubelet-client-certificate={p / 'apiserver-kubelet-client.crt'}",
             f"--kubelet-client-key={p / 'apiserver-kubelet-client.key'}",
         ]
+        if self.address is not None:
+            # Services to their endpoints: no kube-proxy routes a cluster IP here.
+            flags.append("--enable-aggregator-routing=true")
+        return flags
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -405,6 +428,8 @@ class Node:
             raise NodeError(f"run dir {self.run_dir} too long for containerd's socket path")
         try:
             self._record_state()
+            if self.address is not None:
+                _add_loopback_address(self.layout, self.address)
             t = time.monotonic()
             self.images = images.push_node_images(registry, kit=kit)
             self.startup_seconds["images"] = time.monotonic() - t
@@ -474,6 +499,7 @@ class Node:
                 for d in (CONTAINER_LOGS_DIR, SHIM_SOCKET_DIR, SHIM_SOCKET_DIR.parent)
                 if not d.exists()
             ],
+            "loopback_addresses": [],
         }
         self.layout.state_file.write_text(json.dumps(state, indent=2) + "\n")
 
@@ -622,8 +648,9 @@ class Node:
     def _start_kubelet(self, cp: ControlPlane, binaries: dict[str, Path]) -> None:
         layout = self.layout
         assert self._node_ca is not None
+        ips = (NODE_NAME,) if self.address is None else (NODE_NAME, self.address)
         serving = self._node_ca.server_cert(
-            dns_names=("localhost",), ips=(NODE_NAME,), common_name=f"kubelet@{NODE_NAME}"
+            dns_names=("localhost",), ips=ips, common_name=f"kubelet@{NODE_NAME}"
         ).write(layout.pki, "kubelet-serving")
         cert, key = _client_certificate(
             cp,
@@ -697,6 +724,7 @@ class Node:
                     f"--root-dir={layout.kubelet}",
                     f"--cert-dir={layout.kubelet / 'pki'}",
                     f"--hostname-override={NODE_NAME}",
+                    *([f"--node-ip={self.address}"] if self.address else []),
                     "--v=1",
                 ],
                 log_dir=self.log_dir,
@@ -919,8 +947,32 @@ def _process_running(pid: int) -> bool:
     return "State:\tZ" not in status
 
 
+def _loopback_addresses() -> set[str]:
+    done = subprocess.run(
+        ["ip", "-4", "-o", "addr", "show", "dev", "lo"], capture_output=True, text=True, check=True
+    )
+    return {line.split()[3] for line in done.stdout.splitlines() if " inet " in line}
+
+
+def _add_loopback_address(layout: Layout, address: str) -> None:
+    """``address``/32 on ``lo``, recorded in ``node.json`` (:func:`_cleanup` removes it) unless
+    it was there already (then it is not the node's to remove)."""
+    cidr = f"{address}/32"
+    if cidr in _loopback_addresses():
+        return
+    state = json.loads(layout.state_file.read_text())
+    state["loopback_addresses"].append(cidr)
+    layout.state_file.write_text(json.dumps(state, indent=2) + "\n")
+    done = subprocess.run(
+        ["ip", "addr", "add", cidr, "dev", "lo"], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise NodeError(f"ip addr add {cidr} dev lo: {done.stderr.strip()}")
+
+
 def _cleanup(layout: Layout) -> list[str]:
-    """Everything after the processes: shims, mounts, cgroups, host files, sysctls."""
+    """Everything after the processes: shims, mounts, cgroups, host files, sysctls, the
+    loopback address."""
     state = json.loads(layout.state_file.read_text())
     errors: list[str] = []
     socket = state["socket"]
@@ -968,6 +1020,13 @@ def _cleanup(layout: Layout) -> list[str]:
                 path.write_text(value)
         except OSError as e:
             errors.append(f"restoring sysctl {key}={value}: {e}")
+    for cidr in state.get("loopback_addresses", []):
+        if cidr in _loopback_addresses():
+            done = subprocess.run(
+                ["ip", "addr", "del", cidr, "dev", "lo"], capture_output=True, text=True
+            )
+            if done.returncode != 0:
+                errors.append(f"ip addr del {cidr} dev lo: {done.stderr.strip()}")
     return errors
 
 

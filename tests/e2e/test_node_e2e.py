@@ -3,7 +3,10 @@ containerd) joins a control plane of its own, kitpin pins a Deployment's ``MODEL
 each replica's init container runs the real ``kit unpack`` of the pinned reference, and the
 files every replica unpacked (their sha256, printed by the app container and read through
 the apiserver and the kubelet) are the bytes of the ModelKit the tag named when the
-Deployment was applied, also for the replica added after the tag moved.
+Deployment was applied, also for the replica added after the tag moved. And the chart's own
+Pods (the image assembled by ``harness/kitpin_image.py``, ``hostNetwork: true``) serve
+admission through their Service: the node's second address is on the loopback interface
+(``harness_node.SERVICE_ADDRESS``), so the Service has an endpoint and the apiserver reaches it.
 
 Opt-in (marker ``node``): it needs root, Debian's containerd/runc/busybox-static (installed
 by ``hack/tools.sh node`` when missing) and the real kit CLI (``$KITPIN_KIT``, else skipped).
@@ -28,17 +31,20 @@ import secrets
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
+from harness import chart as render
 from harness import kit as harness_kit
-from harness import modelkit, procs
+from harness import kitpin_image, modelkit, procs
 from harness import node as harness_node
 from harness.controlplane import ControlPlane
 from harness.registry import RegistryServer
 from tests.e2e.conftest import (
     CRD_DIR,
     KITPIN_CRD_DIR,
+    SETTINGS_IGNORED_NAMESPACE,
     TEMPLATE_ENV,
     Kitpin,
     Registries,
@@ -68,7 +74,9 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness_node.Node
     """The node (not started): its CA must reach the apiserver's flags first."""
     if os.geteuid() != 0:
         raise procs.HarnessError("KITPIN_NODE=1 needs root (kubelet, containerd, mounts)")
-    the_node = harness_node.Node(log_dir=tmp_path_factory.mktemp("node-logs"))
+    the_node = harness_node.Node(
+        log_dir=tmp_path_factory.mktemp("node-logs"), address=harness_node.SERVICE_ADDRESS
+    )
     mounts_before = _mounts_under(the_node.run_dir)
     sysctls_before = {k: _sysctl(k) for k in harness_node.SYSCTLS}
     try:
@@ -180,6 +188,7 @@ def _check_clean(
         mine = [p for p in logs.iterdir() if str(node.run_dir) in os.readlink(p)]
         assert mine == []
     assert not node.run_dir.exists()
+    assert f"{harness_node.SERVICE_ADDRESS}/32" not in harness_node._loopback_addresses()
 
 
 def _random_files(kitfile: Mapping[str, Any]) -> dict[str, bytes]:
@@ -209,12 +218,17 @@ def _unpacked(cp: ControlPlane, namespace: str, pods: list[dict[str, Any]]) -> d
 def test_the_node_runs_pods_on_loopback_only(
     control_plane: ControlPlane, node: harness_node.Node, namespace: str
 ) -> None:
-    """The node registered with 127.0.0.1 as its only address, the apiserver's version; a
-    Pod from the harness's busybox image runs, and its log comes back through the kubelet."""
+    """The node registered with 127.0.0.1 and its address on the loopback interface as its
+    addresses, the apiserver's version; a Pod from the harness's busybox image runs, and its
+    log comes back through the kubelet."""
     got = json.loads(control_plane.kubectl("get", "node", "-o", "json").stdout)["items"]
     assert [n["metadata"]["name"] for n in got] == [harness_node.NODE_NAME]
-    addresses = {a["address"] for a in got[0]["status"]["addresses"]}
-    assert addresses == {"127.0.0.1"}
+    addresses = {(a["type"], a["address"]) for a in got[0]["status"]["addresses"]}
+    assert addresses == {
+        ("Hostname", "127.0.0.1"),
+        ("InternalIP", harness_node.SERVICE_ADDRESS),
+    }
+    assert f"{harness_node.SERVICE_ADDRESS}/32" in harness_node._loopback_addresses()
     server = json.loads(control_plane.kubectl("version", "-o", "json").stdout)["serverVersion"]
     assert got[0]["status"]["nodeInfo"]["kubeletVersion"] == server["gitVersion"]
 
@@ -294,3 +308,114 @@ def test_every_replica_unpacks_the_pinned_bytes_after_the_tag_moved(
     assert all(h == _sha256(first_files) for h in hashes.values()), hashes
     assert all(h != _sha256(moved_files) for h in hashes.values())
     assert {seen["ref"] for seen in after.values()} == {pinned}
+
+
+def test_the_charts_pods_serve_admission_through_their_service(
+    control_plane: ControlPlane, registries: Registries, tmp_path: Path
+) -> None:
+    """kitpin's image (assembled from a Debian root file system and the project's wheel, as the
+    Containerfile builds it) installed with the chart: its Pod runs Ready on the node, its
+    Service gets the Pod's address as endpoint, kitpin arms its webhooks, and a Deployment is
+    pinned by that Pod through the Service. The Deployment's namespace is one the module's
+    ``kitpin run --dev`` ignores (its settings), so only the chart's kitpin can have pinned it;
+    with the Pod gone, the armed webhook denies (the apiserver names the Service)."""
+    registry = registries.plain
+    image = kitpin_image.kitpin_image(registry.host)
+    repository, _, digest = image.partition("@")
+    repository = repository.rsplit(":", 1)[0]
+    release, release_ns = "kitpin", f"kitpin-{secrets.token_hex(3)}"
+    target = SETTINGS_IGNORED_NAMESPACE
+    control_plane.kubectl("create", "namespace", target)
+    values = {
+        "image": {"repository": repository, "digest": digest},
+        "replicaCount": 1,  # one node, and host-network replicas need a node each
+        "podDisruptionBudget": {"enabled": False},
+        "hostNetwork": True,
+        "containerPort": procs.free_port(),
+        # no kube-proxy: the apiserver on loopback instead of the kubernetes Service's IP
+        "extraEnv": [
+            {"name": "KUBERNETES_SERVICE_HOST", "value": "127.0.0.1"},
+            {"name": "KUBERNETES_SERVICE_PORT", "value": str(urlsplit(control_plane.url).port)},
+        ],
+        "registry": {"hosts": {registry.host: {"plainHTTP": True}}},
+        "webhook": {
+            "failurePolicy": "Fail",
+            "namespaceSelector": {
+                "matchLabels": {"kubernetes.io/metadata.name": target},
+            },
+        },
+    }
+    helm_home = tmp_path / "helm"
+    helm_env = {k: str(helm_home / k.lower()) for k in ("HELM_CONFIG_HOME", "HELM_CACHE_HOME")}
+
+    def helm(*args: str, **kw: Any) -> render.Result:
+        return render.run_helm(
+            [*args, "--kubeconfig", str(control_plane.kubeconfig)], env=helm_env, **kw
+        )
+
+    installed = helm(
+        "install", release, str(render.CHART_DIR), "-n", release_ns, "--create-namespace",
+        "--skip-crds", "--wait", "--timeout", "180s", values=values, timeout=240,
+    )  # fmt: skip
+    try:
+        assert installed.returncode == 0, (
+            installed.stderr
+            + control_plane.kubectl("describe", "pods", "-n", release_ns, check=False).stdout
+        )
+        (pod,) = harness_node.running_pods(
+            control_plane, release_ns, "app.kubernetes.io/name=kitpin"
+        )
+        assert pod["status"]["podIP"] == harness_node.SERVICE_ADDRESS
+
+        def armed() -> bool:
+            out = control_plane.kubectl(
+                "get", "mutatingwebhookconfiguration", release, "-o", "json", check=False
+            )
+            hooks = json.loads(out.stdout)["webhooks"] if out.returncode == 0 else []
+            return bool(hooks) and all(h["failurePolicy"] == "Fail" for h in hooks)
+
+        procs.wait_until(armed, timeout=RUN_TIMEOUT, what="the chart's kitpin to arm its webhooks")
+        slices = json.loads(
+            control_plane.kubectl(
+                "get", "endpointslices", "-n", release_ns,
+                "-l", f"kubernetes.io/service-name={release}", "-o", "json",
+            ).stdout
+        )["items"]  # fmt: skip
+        addresses = {a for s in slices for e in s["endpoints"] or [] for a in e["addresses"]}
+        assert addresses == {harness_node.SERVICE_ADDRESS}
+
+        digest_pushed = modelkit.push_modelkit(registry, "e2e/node-chart", "production")
+        tagged = ref_to(registry, "e2e/node-chart", "production")
+        manifest = deployment("served", target, tagged, replicas=0)  # no Pods: no Pod network
+        created = control_plane.kubectl(
+            "create", "-f", "-", "-o", "json", input=json.dumps(manifest), check=False
+        )
+        assert created.returncode == 0, created.stderr
+        stored = json.loads(created.stdout)
+        assert at(stored, TEMPLATE_ENV) == pinned_ref(
+            registry, "e2e/node-chart", "production", digest_pushed
+        )
+
+        # No Pod behind the Service: the armed webhook fails closed, naming the Service.
+        control_plane.kubectl("scale", "deployment", release, "-n", release_ns, "--replicas=0")
+
+        def no_endpoint() -> bool:
+            pods = control_plane.kubectl("get", "pods", "-n", release_ns, "-o", "name").stdout
+            out = control_plane.kubectl(
+                "get", "endpoints", release, "-n", release_ns, "-o", "json", check=False
+            )
+            subsets = json.loads(out.stdout).get("subsets") if out.returncode == 0 else None
+            return not pods.strip() and not subsets
+
+        procs.wait_until(no_endpoint, timeout=RUN_TIMEOUT, what="the chart's Pod and endpoint gone")
+        refused = control_plane.kubectl(
+            "create", "-f", "-", check=False,
+            input=json.dumps(deployment("refused", target, tagged, replicas=0)),
+        )  # fmt: skip
+        assert refused.returncode != 0
+        assert f"{release}.{release_ns}.svc" in refused.stderr, refused.stderr
+    finally:
+        helm("uninstall", release, "-n", release_ns, "--wait", "--timeout", "60s")
+        control_plane.kubectl(
+            "delete", "namespace", release_ns, target, "--wait=false", check=False
+        )
