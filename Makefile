@@ -13,8 +13,11 @@ KITPIN_DEV_DIR ?= .dev
 export KITPIN_DEV_DIR
 # NODE=1 adds a node (kube-scheduler, kubelet, containerd) to dev-up and demo: Pods run
 # (docs/node.md; needs root; builds/installs what it needs with `hack/tools.sh node`).
+# A plain `make demo` adds one when it can start at once (root, kit, the tools already there);
+# NODE=0 never.
 NODE ?=
 NODE_FLAG = $(if $(filter 1,$(NODE)),--node)
+DEMO_NODE_FLAG = --node=$(if $(filter 1,$(NODE)),on,$(if $(filter 0,$(NODE)),off,auto))
 
 ##@ General
 
@@ -126,5 +129,5 @@ bench: venv tools $(VENV)/.bench-installed ## Benchmarks -> bench/results/latest
 ##@ Demo
 
 .PHONY: demo
-demo: venv tools ## The main job on an embedded default: local cluster + registry + ModelKit + kitpin, a pinned workload (NODE=1: its Pods run kit unpack).
-	$(PY) -m hack.demo $(NODE_FLAG)
+demo: venv tools ## The main job on an embedded default: local cluster + registry + ModelKit + kitpin, a pinned workload (its Pods run kit unpack when a node can start: root, kit; NODE=1 insists, NODE=0 never).
+	$(PY) -m hack.demo $(DEMO_NODE_FLAG)

@@ -14,11 +14,14 @@ Everything is torn down at the end; ``KEEP=1`` keeps it running until Ctrl-C. Ev
 the demo writes (etcd data, registry storage, logs, kitpin's dev certificates) lives in one
 temporary directory, removed at the end whatever happened (a failure prints the logs first).
 
-``make demo NODE=1`` (``python -m hack.demo --node``) adds a node (``harness/node.py``,
-docs/node.md: kube-scheduler, kubelet, containerd; needs root and the real kit CLI): the
-Deployment's Pods run, their init container runs ``kit unpack`` of the reference kitpin
-pinned, and the demo prints the sha256 of the files each replica unpacked (its app
-container's log, read through the apiserver and the kubelet) before and after the tag moved.
+With a node (``harness/node.py``, docs/node.md: kube-scheduler, kubelet, containerd; needs
+root and the real kit CLI) the Deployment's Pods run, their init container runs ``kit unpack``
+of the reference kitpin pinned, and the demo prints the sha256 of the files each replica
+unpacked (its app container's log, read through the apiserver and the kubelet) before and
+after the tag moved. ``make demo`` (``--node=auto``) adds one when it can start at once: as
+root, with the kit CLI and the node's tools already there (a warm machine: about 25 s in
+all); otherwise it says why and runs without. ``NODE=1`` (``--node=on``) insists, building
+and installing what the node needs; ``NODE=0`` (``--node=off``) never adds one.
 """
 
 from __future__ import annotations
@@ -198,16 +201,33 @@ def expected_hashes(kitfile: dict[str, Any], seed: int) -> dict[str, str]:
     }
 
 
+def node_wanted(mode: str) -> bool:
+    """``on``/``off`` as asked; ``auto``: a node when one starts at once (root, the kit CLI and
+    the node's tools already here), else a line saying why not and how."""
+    if mode != "auto":
+        return mode == "on"
+    why = harness_node.why_not_ready()
+    if why is None and harness_kit.why_absent() is not None:
+        why = f"no kit CLI: {harness_kit.why_absent()}"
+    if why is not None:
+        print(f"demo: without a node (Pods stay Pending): {why}; `make demo NODE=1` insists")
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hack.demo", description="make demo")
     parser.add_argument(
         "--node",
-        action="store_true",
-        help="add a node: Pods run and kit unpacks (make demo NODE=1)",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="a node, so that Pods run and kit unpacks: auto (when it can start at once), "
+        "on (make demo NODE=1), off (NODE=0)",
     )
-    on_node = parser.parse_args(argv).node
+    mode = parser.parse_args(argv).node
     started = time.monotonic()
     tools.ensure("kube-apiserver", "kube-controller-manager", "etcd", "registry")
+    on_node = node_wanted(mode)
     work = Path(tempfile.mkdtemp(prefix="kitpin-demo-"))
     keep = os.environ.get("KEEP") == "1"
     kitpin: procs.Process | None = None

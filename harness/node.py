@@ -167,6 +167,17 @@ def _missing() -> list[str]:
     return missing
 
 
+def why_not_ready() -> str | None:
+    """Why a node cannot start right now without building or installing anything (not root,
+    a tool missing); None when it can: ``make demo`` runs one then (``--node=auto``)."""
+    if os.geteuid() != 0:
+        return "a node needs root (kubelet, containerd, mounts)"
+    missing = _missing()
+    if missing:
+        return f"the node's tools are not all here ({', '.join(missing)}): `hack/tools.sh node`"
+    return None
+
+
 def ensure_tools() -> dict[str, Path]:
     """Paths of the node's binaries; runs ``hack/tools.sh node`` first when any is missing
     (builds kubelet and kube-scheduler, installs Debian's packages as root)."""
