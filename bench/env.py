@@ -448,3 +448,18 @@ def check_answers(bodies: Iterable[bytes], *, expect: bytes | None = None) -> in
         if response.get("allowed") is not True or (expect is not None and expect not in body):
             bad += 1
     return bad
+
+
+def save(
+    results: dict[str, Any],
+    target: Path,
+    *,
+    plot: Callable[[dict[str, Any], Path], object],
+    summary: Callable[[dict[str, Any]], None],
+) -> None:
+    """A benchmark run's end: ``target`` (JSON), its plot next to it (``.png``), the summary."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(results, indent=2) + "\n")
+    plot(results, target.with_suffix(".png"))
+    summary(results)
+    print(f"\nwrote {target} and {target.with_suffix('.png')}")

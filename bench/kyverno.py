@@ -790,10 +790,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     plan = Plan.make(args.quick)
     results = run(plan, keep=args.keep)
     target = args.out / f"{'quick' if plan.quick else 'latest'}.json"
-    target.write_text(json.dumps(results, indent=2) + "\n")
-    plot(results, target.with_suffix(".png"))
-    print_summary(results)
-    print(f"\nwrote {target} and {target.with_suffix('.png')}")
+    env.save(results, target, plot=plot, summary=print_summary)
     return 0
 
 

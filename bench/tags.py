@@ -44,7 +44,6 @@ import dataclasses
 import datetime
 import functools
 import hashlib
-import json
 import os
 import re
 import statistics
@@ -942,10 +941,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.warm_only:
         name = f"warm{'-quick' if plan.quick else ''}"
     target = args.out / f"{name}.json"
-    target.write_text(json.dumps(results, indent=2) + "\n")
-    plot(results, target.with_suffix(".png"))
-    print_summary(results)
-    print(f"\nwrote {target} and {target.with_suffix('.png')}")
+    env.save(results, target, plot=plot, summary=print_summary)
     return 0
 
 

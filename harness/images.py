@@ -116,8 +116,14 @@ def image(
         "config": process,
         "rootfs": {"type": "layers", "diff_ids": [blob.digest for blob in layers]},
     }
+    return packed(config_obj, layers)
+
+
+def packed(config_obj: Mapping[str, Any], layers: Sequence[modelkit.Blob]) -> modelkit.Packed:
+    """The image manifest over ``layers`` with the image configuration ``config_obj`` (whose
+    ``rootfs.diff_ids`` name the layers' uncompressed digests)."""
     config = modelkit.Blob(
-        media_type=modelkit.MEDIA_TYPE_IMAGE_CONFIG, data=modelkit.go_json(config_obj)
+        media_type=modelkit.MEDIA_TYPE_IMAGE_CONFIG, data=modelkit.go_json(dict(config_obj))
     )
     manifest = {
         "schemaVersion": 2,

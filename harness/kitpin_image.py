@@ -487,22 +487,7 @@ def image(base: BaseLayer, kitpin: modelkit.Blob) -> modelkit.Packed:
         },
         "rootfs": {"type": "layers", "diff_ids": [base.diff_id, kitpin.digest]},
     }
-    config = modelkit.Blob(
-        media_type=modelkit.MEDIA_TYPE_IMAGE_CONFIG, data=modelkit.go_json(config_obj)
-    )
-    layers = (base_blob, kitpin)
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": modelkit.MEDIA_TYPE_MANIFEST,
-        "config": config.descriptor(),
-        "layers": [blob.descriptor() for blob in layers],
-    }
-    return modelkit.Packed(
-        manifest=modelkit.go_json(manifest),
-        media_type=modelkit.MEDIA_TYPE_MANIFEST,
-        config=config,
-        layers=layers,
-    )
+    return images.packed(config_obj, (base_blob, kitpin))
 
 
 def build(repo_root: Path = tools.REPO_ROOT) -> modelkit.Packed:
