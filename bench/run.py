@@ -100,6 +100,19 @@ class Plan:
 # ----------------------------------------------------------------------------- machine
 
 
+def tree_commit(src: Path) -> str:
+    """``git describe --always --dirty`` of a source tree; "?" outside a git checkout."""
+    return (
+        subprocess.run(
+            ["git", "-C", str(src), "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+        or "?"
+    )
+
+
 def machine_info(plan: Plan, src: Path) -> dict[str, Any]:
     cpu_model = ""
     try:
@@ -120,12 +133,7 @@ def machine_info(plan: Plan, src: Path) -> dict[str, Any]:
         except importlib.metadata.PackageNotFoundError:
             return "?"
 
-    commit = subprocess.run(
-        ["git", "-C", str(src), "describe", "--always", "--dirty"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
+    commit = tree_commit(src)
     return {
         "timestamp": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "quick": plan.quick,
@@ -136,9 +144,10 @@ def machine_info(plan: Plan, src: Path) -> dict[str, Any]:
         "python": platform.python_version(),
         "kopf": version("kopf"),
         "aiohttp": version("aiohttp"),
-        "kitpin_commit": commit or "?",
-        # the tree benchmarked: "." for this repository, else the path given (--kitpin-src)
-        "kitpin_src": "." if src.resolve() == env.REPO_ROOT else str(src),
+        "kitpin_commit": commit,
+        # the tree benchmarked: "." for this repository, else another tree (--kitpin-src),
+        # named by its commit above: a path on the machine that ran it means nothing elsewhere
+        "kitpin_src": "." if src.resolve() == env.REPO_ROOT else "another tree",
         "kitpin_cpu": KITPIN_CPU,
         "generator_cpu": GENERATOR_CPU,
         "loadavg_start": [round(x, 2) for x in os.getloadavg()],
@@ -515,7 +524,7 @@ def run(
     results: dict[str, Any] = {"machine": machine_info(plan, src), "cases": {}}
     log(f"{'quick' if plan.quick else 'full'} run; kitpin from {src}")
     if baseline_src is not None:
-        results["machine"]["baseline_src"] = str(baseline_src)
+        results["machine"]["baseline_commit"] = tree_commit(baseline_src)
         log(f"baseline kitpin (warm-base) from {baseline_src}")
 
     tools.wrk()
